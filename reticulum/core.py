@@ -1,0 +1,312 @@
+"""The core: where framed bytes from every transport become SIP messages and decisions.
+
+`Core` parses, validates, logs and stamps `received`/`rport` (RFC 3581), then hands requests
+and responses to the proxy. It owns the stores and the clock-driven chores (binding sweeps).
+It never touches a socket: everything leaves through `Transports` (see docs/architecture.md),
+and every timer goes through the injected clock.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import socket
+
+from twisted.logger import Logger
+
+from reticulum.dialog import DialogTracker
+from reticulum.dns import RELIABLE, Target, is_ip
+from reticulum.proxy import Proxy
+from reticulum.sip import ParseError, Request, make_response, parse
+from reticulum.transaction import Timers, TransactionLayer
+
+SWEEP_INTERVAL = 30.0
+DEFAULT_SIP_PORT = 5060
+
+
+@functools.lru_cache(maxsize=64)
+def advertised_host(host: str) -> str:
+    """The address we write into Via and Record-Route for a listening address.
+
+    A wildcard bind has no address of its own; we take the one the host would use for
+    outgoing traffic (a UDP connect() sends nothing)."""
+    if host not in ("0.0.0.0", "::", ""):
+        return host
+    family = socket.AF_INET6 if host == "::" else socket.AF_INET
+    probe = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((probe, 9))
+            return s.getsockname()[0]
+    except OSError:
+        return "::1" if family == socket.AF_INET6 else "127.0.0.1"
+
+
+class Core:
+    """Receives every framed message, sends every message; the proxy decides in between."""
+
+    log = Logger()
+
+    def __init__(self, config, clock, transports, location=None, accounts=None):
+        self.config = config
+        self.clock = clock
+        self.transports = transports
+        self.log_messages = getattr(getattr(config, "log", None), "messages", True)
+        timers = config.timers
+        self.transactions = TransactionLayer(
+            clock, Timers(t1=timers.t1, t2=timers.t2, t4=timers.t4), self.send_message
+        )
+        self.dialogs = DialogTracker(clock, session_lifetime=config.dialog.session_lifetime)
+        self.location = location if location is not None else self._make_location()
+        self.accounts = accounts if accounts is not None else self._make_accounts()
+        self.proxy = Proxy(self)
+        self._sweeper = None
+        self._local_addresses: set[tuple[str, int]] | None = None
+
+    # -- stores --------------------------------------------------------------------------------
+
+    def _database_path(self) -> str:
+        return os.path.join(self.config.state_dir, "reticulum.sqlite3")
+
+    def _make_location(self):
+        from reticulum.location import SqliteLocation
+
+        return SqliteLocation(self._database_path(), clock=self.clock)
+
+    def _make_accounts(self):
+        from reticulum.accounts import AccountStore
+
+        return AccountStore(self._database_path(), realms=list(self.config.domains))
+
+    def start(self) -> None:
+        """Load the stores (start-up, before anything listens) and seed `[users]`."""
+        os.makedirs(self.config.state_dir, exist_ok=True)
+        self.location.start()
+        self.accounts.start()
+        for name, password in (self.config.users or {}).items():
+            self.accounts.set_password(name, password)
+        self.proxy.start()
+        self._sweeper = self.clock.callLater(SWEEP_INTERVAL, self._sweep)
+
+    def stop(self) -> None:
+        if self._sweeper is not None and self._sweeper.active():
+            self._sweeper.cancel()
+        self._sweeper = None
+        self.location.stop()
+        self.accounts.stop()
+
+    def _sweep(self) -> None:
+        removed = self.location.sweep(self.clock.seconds())
+        if removed:
+            self.log.info("Removed {count} expired bindings", count=removed)
+        self._sweeper = self.clock.callLater(SWEEP_INTERVAL, self._sweep)
+
+    # -- addresses -----------------------------------------------------------------------------
+
+    def local_addresses(self) -> set[tuple[str, int]]:
+        """Every (host, port) this server answers on, advertised names included."""
+        if self._local_addresses is None:
+            found = set()
+            for point in self.transports.listening:
+                found.add((point.host, point.port))
+                found.add((advertised_host(point.host), point.port))
+            self._local_addresses = found
+        return self._local_addresses
+
+    def is_local_domain(self, host: str) -> bool:
+        return host in self.config.domains
+
+    def is_local_address(self, host: str, port: int | None, transport: str | None = None) -> bool:
+        """Does host:port name this server (one of its listening addresses)?"""
+        if host == "localhost":
+            host = "127.0.0.1"
+        addresses = self.local_addresses()
+        if port is None:
+            default = 5061 if transport in ("tls",) else DEFAULT_SIP_PORT
+            return any(h == host and p == default for h, p in addresses) or any(
+                h == host for h, _ in addresses
+            ) and default in {p for _, p in addresses}
+        if (host, port) in addresses:
+            return True
+        # A wildcard bind answers on every address of the host.
+        wildcard = any(h in ("0.0.0.0", "::") and p == port for h, p in addresses)
+        return wildcard and host in self._host_addresses()
+
+    def _host_addresses(self) -> set[str]:
+        found = {"127.0.0.1", "::1"}
+        for point in self.transports.listening:
+            found.add(advertised_host(point.host))
+        return found
+
+    def is_us(self, uri) -> bool:
+        """Is this URI the server itself (a served domain or one of our addresses)?"""
+        return self.is_local_domain(uri.host) or self.is_local_address(
+            uri.host, uri.port, uri.params.get("transport")
+        )
+
+    def listening_point(self, transport: str, family_host: str | None = None):
+        """Our listening point for sending over `transport` (same address family as the peer)."""
+        v6 = family_host is not None and ":" in family_host
+        fallback = None
+        for point in self.transports.listening:
+            if point.transport != transport:
+                continue
+            if (":" in point.host) == v6:
+                return point
+            fallback = fallback or point
+        return fallback
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    def receive_bytes(self, data: bytes, flow) -> None:
+        """One framed message from a transport: parse, validate, stamp, dispatch."""
+        try:
+            message = parse(data, stream=flow.reliable)
+            message.validate()
+        except ParseError as error:
+            self._malformed(data, flow, error)
+            return
+        except Exception:  # a parser bug must never take a connection's neighbours down
+            self.log.failure("Parser failure on message from {peer}", peer=flow.remote)
+            return
+        if isinstance(message, Request):
+            self._stamp_via(message, flow)
+            self._log_in(message, flow)
+            try:
+                self.proxy.handle_request(message, flow)
+            except Exception:
+                self.log.failure("Failed to handle {method} from {peer}",
+                                 method=message.method, peer=flow.remote)
+                self._answer_internal_error(message, flow)
+        else:
+            self._log_in(message, flow)
+            try:
+                self.proxy.handle_response(message, flow)
+            except Exception:
+                self.log.failure("Failed to handle response {status} from {peer}",
+                                 status=message.status, peer=flow.remote)
+
+    def message_too_large(self, head: bytes, flow) -> None:
+        self.log.warn("Message too large from {transport} {peer}", transport=flow.transport,
+                      peer=flow.remote)
+        self._malformed(head, flow, ParseError("Message Too Large", status=413))
+
+    def flow_closed(self, flow) -> None:
+        self.proxy.flow_closed(flow)
+
+    def flow_failed(self, flow) -> None:
+        self.transactions.transport_error(flow)
+        self.transactions.transport_error(Target(flow.transport, flow.remote[0], flow.remote[1]))
+        self.proxy.flow_closed(flow)
+
+    def _malformed(self, data: bytes, flow, error: ParseError) -> None:
+        partial = getattr(error, "partial", None)
+        if partial is None:
+            try:
+                partial = parse(data, stream=True)
+            except Exception:
+                partial = None
+        self.log.warn("Malformed message from {transport} {peer}: {reason}",
+                      transport=flow.transport, peer=flow.remote, reason=error.reason)
+        if not isinstance(partial, Request) or partial.method == "ACK":
+            return  # a response (or an ACK) that cannot be parsed is dropped
+        try:
+            response = make_response(partial, getattr(error, "status", 400) or 400, error.reason)
+            self._stamp_via(partial, flow)
+            self.send_message(response, self.response_destination(partial, flow))
+        except Exception:
+            self.log.info("Could not answer a malformed request from {peer}", peer=flow.remote)
+
+    def _answer_internal_error(self, request, flow) -> None:
+        if request.method == "ACK":
+            return
+        try:
+            self.send_message(make_response(request, 500), self.response_destination(request, flow))
+        except Exception:
+            pass
+
+    @staticmethod
+    def _stamp_via(request, flow) -> None:
+        """RFC 3261 §18.2.1 `received` and RFC 3581 `rport` on the top Via."""
+        via = request.via
+        host, port = flow.remote
+        changed = False
+        if via.host != host:
+            via.params["received"] = host
+            changed = True
+        if "rport" in via.params:
+            via.params["rport"] = str(port)
+            changed = True
+        if changed:
+            request.remove_first("Via")
+            request.add("Via", str(via), first=True)
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def response_destination(self, request, flow):
+        """RFC 3261 §18.2.2 and RFC 3581: where responses to this request go."""
+        via = request.via
+        if flow.reliable:
+            return flow
+        if via.params.get("rport"):
+            return flow
+        host = via.params.get("received") or via.host
+        port = via.port or DEFAULT_SIP_PORT
+        if (host, port) == tuple(flow.remote):
+            return flow
+        return Target("udp", host, port)
+
+    def via_destination(self, via):
+        """Where a response goes when no flow is left: the Via's own address (§18.2.2)."""
+        transport = via.transport.lower()
+        host = via.params.get("received") or via.host
+        rport = via.params.get("rport")
+        port = int(rport) if rport else (via.port or (5061 if transport == "tls" else 5060))
+        return Target(transport, host, port)
+
+    def send_message(self, message, dest) -> bool:
+        """Serialize and send to a flow or a Target; False when it could not leave."""
+        data = message.to_bytes()
+        if isinstance(dest, Target):
+            if dest.host in ("255.255.255.255",) or not is_ip(dest.host):
+                self.log.warn("Refusing to send to {host}", host=dest.host)
+                return False
+            flow = self.transports.send_to(data, dest.transport, dest.host, dest.port)
+            ok = flow is not None
+        else:
+            flow = dest
+            ok = self.transports.send(data, flow)
+            if not ok and flow.reliable and not isinstance(message, Request):
+                # §18.2.2: the connection is gone; open a new one to the Via's address.
+                target = self.via_destination(message.via)
+                if target.transport in RELIABLE and is_ip(target.host):
+                    flow = self.transports.send_to(data, target.transport, target.host,
+                                                   target.port)
+                    ok = flow is not None
+        if ok:
+            self._log_out(message, flow)
+        return ok
+
+    # -- logging -------------------------------------------------------------------------------
+
+    def _log_in(self, message, flow) -> None:
+        if self.log_messages:
+            self.log.info("<- {what} {call_id} from {transport} {peer}",
+                          what=_describe(message), call_id=message.call_id,
+                          transport=flow.transport, peer=_peer(flow.remote))
+
+    def _log_out(self, message, flow) -> None:
+        if self.log_messages and flow is not None:
+            self.log.info("-> {what} {call_id} to {transport} {peer}",
+                          what=_describe(message), call_id=message.call_id,
+                          transport=flow.transport, peer=_peer(flow.remote))
+
+
+def _describe(message) -> str:
+    if isinstance(message, Request):
+        return message.method
+    return "%d %s/%s" % (message.status, message.reason, message.cseq.method)
+
+
+def _peer(address) -> str:
+    host, port = address[0], address[1]
+    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)

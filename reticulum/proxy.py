@@ -1,0 +1,689 @@
+"""The stateful proxy of RFC 3261 §16, with the registrar and digest authentication in front.
+
+`Proxy` is the transaction user for every server and client transaction. For each request it
+validates (§16.3), processes Route (§16.4), authenticates, finds the target set (§16.5, through
+the location service), forwards (§16.6) and sends the caller exactly one final response chosen
+as §16.7 says; CANCEL (§16.10), Timer C (§16.8) and hop-by-hop ACK come with it.
+
+No socket and no reactor here: messages leave through `core.send_message` (statelessly) or the
+transaction layer, time comes from the core's injected clock.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+
+from twisted.logger import Logger
+
+from reticulum.dns import Target, resolve_uri
+from reticulum.sip import Request, Response, make_response, parse_address, parse_uri
+
+ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "MESSAGE", "INFO",
+                   "UPDATE", "PRACK", "REFER", "SUBSCRIBE", "NOTIFY", "PUBLISH")
+KNOWN_METHODS = frozenset(ALLOWED_METHODS)
+DIALOG_CREATING = frozenset(("INVITE", "SUBSCRIBE", "REFER"))
+SUPPORTED_OPTIONS = ("path", "outbound")
+ALLOW = ", ".join(ALLOWED_METHODS)
+MAGIC = "z9hG4bK"
+
+
+def _tag() -> str:
+    return os.urandom(6).hex()
+
+
+class Proxy:
+    """Decides what happens to every request and response the core has parsed."""
+
+    log = Logger()
+
+    def __init__(self, core):
+        self.core = core
+        self.clock = core.clock
+        self.config = core.config
+        self.transactions = core.transactions
+        self.location = core.location
+        self.dialogs = core.dialogs
+        self.contexts: dict = {}
+        self._branch_ids = itertools.count(1)
+        self._branch_salt = os.urandom(4).hex()
+        self.registrar = None
+        self.auth = None
+
+    def start(self) -> None:
+        from reticulum.auth import Authenticator, load_or_create_secret
+        from reticulum.registrar import Registrar
+
+        config = self.config
+        self.registrar = Registrar(
+            list(config.domains), self.location, self.clock,
+            min_expires=config.registrar.min_expires,
+            max_expires=config.registrar.max_expires,
+            default_expires=config.registrar.default_expires,
+        )
+        if getattr(config.auth, "enabled", True):
+            self.auth = Authenticator(
+                self.core.accounts, list(config.domains), self.clock,
+                load_or_create_secret(config.state_dir),
+                algorithms=tuple(config.auth.algorithms),
+                nonce_lifetime=config.auth.nonce_lifetime,
+                max_failures=config.auth.max_failures,
+                lockout_seconds=config.auth.lockout_seconds,
+            )
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def handle_request(self, request: Request, flow) -> None:
+        if self.transactions.handle_request(request) is True:
+            return  # a retransmission, or the ACK of a non-2xx final response
+        method = request.method
+        if method == "ACK":
+            self._forward_ack(request, flow)
+            return
+        dest = self.core.response_destination(request, flow)
+        if method == "CANCEL":
+            self._handle_cancel(request, dest)
+            return
+        context = ProxyContext(self, request, flow)
+        context.server = self.transactions.new_server(request, dest, context)
+        self.contexts[context.server] = context
+        if method == "INVITE":
+            context.respond(100)
+        self._route(context)
+
+    def _route(self, ctx: "ProxyContext") -> None:
+        request = ctx.request
+        core = self.core
+        uri = request.uri
+        # §16.3 validation
+        if uri.scheme not in ("sip", "sips"):
+            ctx.respond(416)
+            return
+        max_forwards = request.max_forwards
+        if max_forwards is not None and max_forwards <= 0:
+            if request.method == "OPTIONS" and not request.routes and core.is_us(uri) \
+                    and not uri.user:
+                ctx.answer_options()
+            else:
+                ctx.respond(483)
+            return
+        if self._is_loop(request):
+            ctx.respond(482)
+            return
+        unsupported = [option for option in request.get_all("Proxy-Require")
+                       if option.strip().lower() not in SUPPORTED_OPTIONS]
+        if unsupported:
+            ctx.respond(420, headers=[("Unsupported", ", ".join(unsupported))])
+            return
+        # §16.4 route information preprocessing
+        ctx.routed_by_us = self._preprocess_routes(request)
+        uri = request.uri
+        routes = request.routes
+        to_us = not routes and core.is_us(uri)
+        if to_us and not uri.user or request.method == "REGISTER" and not routes:
+            self._answer_locally(ctx, to_us)
+            return
+        if not self._authorize(ctx):
+            return
+        ctx.targets = self._target_set(ctx, routes)
+        if ctx.targets is None:
+            return
+        ctx.start()
+
+    def _answer_locally(self, ctx: "ProxyContext", to_us: bool) -> None:
+        """Requests addressed to the server itself (§16.5 "the proxy is the target")."""
+        request = ctx.request
+        method = request.method
+        if method == "REGISTER":
+            if not to_us:
+                ctx.respond(403, "Not a domain served here")
+                return
+            user = None
+            if self.auth is not None:
+                result = self.auth.authenticate(request, ctx.flow.remote[0], proxy=False)
+                if result.response is not None:
+                    ctx.send_final(result.response)
+                    return
+                user = result.user
+                if not self.auth.owns(user, request.to.uri):
+                    ctx.respond(403, "Not your address")
+                    return
+            response = self.registrar.handle(request, ctx.flow, authenticated_user=user)
+            ctx.send_final(response)
+        elif method == "OPTIONS":
+            ctx.answer_options()
+        elif method in KNOWN_METHODS:
+            ctx.respond(405, headers=[("Allow", ALLOW)])
+        else:
+            ctx.respond(501)
+
+    def _authorize(self, ctx: "ProxyContext") -> bool:
+        """Issue 5's rules: local senders prove who they are; nobody relays through us."""
+        request = ctx.request
+        core = self.core
+        uri = request.uri
+        to_local = core.is_local_domain(uri.host) or core.is_us(uri)
+        if request.to.tag is not None:
+            # In-dialog requests are not challenged, but only those that followed our
+            # Record-Route (or reach a local user) are relayed: a made-up To tag opens nothing.
+            if ctx.routed_by_us or to_local:
+                return True
+            ctx.respond(403, "Relaying denied")
+            return False
+        if self.auth is None:
+            return True
+        from_uri = request.from_.uri
+        from_local = core.is_local_domain(from_uri.host)
+        if from_local:
+            result = self.auth.authenticate(request, ctx.flow.remote[0], proxy=True)
+            if result.response is not None:
+                ctx.send_final(result.response)
+                return False
+            if not self.auth.owns(result.user, from_uri):
+                ctx.respond(403, "From is not yours")
+                return False
+            self.auth.strip_credentials(request, proxy=True)
+            return True
+        if to_local:
+            return True
+        ctx.respond(403, "Relaying denied")
+        return False
+
+    def _preprocess_routes(self, request: Request) -> int:
+        """Take our own entries off the Route set; returns how many there were."""
+        core = self.core
+        removed = 0
+        uri = request.uri
+        if core.is_us(uri) and "lr" in uri.params and request.routes:
+            # A strict router put our Record-Route URI in the Request-URI (§16.4).
+            routes = request.get_all("Route")
+            request.uri = parse_address(routes[-1]).uri
+            request.set("Route", ", ".join(routes[:-1])) if len(routes) > 1 \
+                else request.remove("Route")
+        for _ in range(2):  # double Record-Route (RFC 5658) puts two of ours on top
+            routes = request.routes
+            if routes and core.is_us(routes[0].uri):
+                request.remove_first("Route")
+                removed += 1
+            else:
+                break
+        return removed
+
+    def _target_set(self, ctx: "ProxyContext", routes) -> list | None:
+        """§16.5: one list of (uri, binding) per q-value group, tried in order."""
+        request = ctx.request
+        uri = request.uri
+        core = self.core
+        if routes:
+            return [[(uri, None)]]
+        if core.is_local_domain(uri.host) or core.is_us(uri):
+            aor = self._aor(uri)
+            bindings = self.location.lookup(aor, self.clock.seconds())
+            if not bindings:
+                binding = self._binding_for_contact(uri)
+                if binding is not None:
+                    return [[(uri, binding)]]
+                user = uri.user or ""
+                if self.core.accounts.exists(user) or request.to.tag is not None:
+                    ctx.respond(480)
+                else:
+                    ctx.respond(404)
+                return None
+            groups: list = []
+            last_q = None
+            for binding in bindings:
+                if binding.q != last_q:
+                    groups.append([])
+                    last_q = binding.q
+                groups[-1].append((parse_uri(binding.contact), binding))
+            return groups
+        return [[(uri, self._binding_for_contact(uri))]]
+
+    def _aor(self, uri) -> str:
+        if self.core.is_local_domain(uri.host):
+            return uri.aor()
+        return "sip:%s@%s" % (uri.user, self.config.domains[0])
+
+    def _binding_for_contact(self, uri):
+        find = getattr(self.location, "find_contact", None)
+        return find(str(uri), self.clock.seconds()) if find is not None else None
+
+    def _is_loop(self, request: Request) -> bool:
+        """§16.3 step 4: our own Via with this request's loop hash means it came back."""
+        marker = MAGIC + self.loop_hash(request)
+        for via in request.vias:
+            branch = via.branch or ""
+            if branch.startswith(marker) and self.core.is_local_address(via.host, via.port):
+                return True
+        return False
+
+    @staticmethod
+    def loop_hash(request: Request) -> str:
+        parts = (str(request.uri), request.from_.tag or "", request.to.tag or "",
+                 request.call_id, str(request.cseq.number),
+                 ",".join(request.get_all("Route")),
+                 ",".join(request.get_all("Proxy-Require")))
+        return hashlib.md5("|".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:10]
+
+    def new_branch(self, request: Request) -> str:
+        return "%s%s.%s%d" % (MAGIC, self.loop_hash(request), self._branch_salt,
+                              next(self._branch_ids))
+
+    # -- forwarding ------------------------------------------------------------------------
+
+    def next_hop(self, request: Request, binding):
+        """The flow or Target for a forwarded request (§16.6 steps 6-7, RFC 5626 flows)."""
+        sips = request.uri.scheme == "sips"
+        if binding is not None and binding.flow is not None and not binding.path:
+            flow = binding.flow
+            if self.core.transports.alive(flow) and (not sips or flow.transport in ("tls", "wss")):
+                return flow
+        routes = request.routes
+        uri = routes[0].uri if routes else request.uri
+        targets = resolve_uri(uri)
+        if sips:
+            targets = [t for t in targets if t.transport in ("tls", "wss")]
+        return targets[0] if targets else None
+
+    def prepare(self, ctx: "ProxyContext", uri, binding):
+        """A copy of the request for one target, with §16.6 steps 1-8 applied; None when no
+        hop can be found."""
+        request = ctx.request
+        out = request.copy()
+        out.uri = uri
+        if binding is not None and binding.path:
+            existing = out.get_all("Route")
+            out.set("Route", ", ".join(list(binding.path) + existing))
+        max_forwards = request.max_forwards
+        out.set("Max-Forwards", str(max_forwards - 1 if max_forwards is not None else 69))
+        dest = self.next_hop(out, binding)
+        if dest is None:
+            return None, None
+        transport = dest.transport
+        peer_host = dest.remote[0] if hasattr(dest, "remote") else dest.host
+        outbound = self.core.listening_point(transport, peer_host)
+        if outbound is None:
+            return None, None
+        if request.method in DIALOG_CREATING and request.to.tag is None:
+            inbound = self.core.listening_point(ctx.flow.transport, ctx.flow.remote[0])
+            self._record_route(out, outbound, inbound)
+        via = "SIP/2.0/%s %s;branch=%s" % (transport.upper(), _hostport(outbound),
+                                          self.new_branch(request))
+        out.add("Via", via, first=True)
+        return out, dest
+
+    def _record_route(self, out: Request, outbound, inbound) -> None:
+        values = [_rr_value(outbound)]
+        if inbound is not None and (inbound.transport != outbound.transport
+                                    or inbound.host != outbound.host):
+            values.append(_rr_value(inbound))
+        for value in reversed(values):
+            out.add("Record-Route", value, first=True)
+
+    def _forward_ack(self, ack: Request, flow) -> None:
+        """ACK for a 2xx is end to end: forwarded statelessly along the route set (§16.11)."""
+        max_forwards = ack.max_forwards
+        if max_forwards is not None and max_forwards <= 0:
+            return
+        self._preprocess_routes(ack)
+        routes = ack.routes
+        if not routes and self.core.is_us(ack.uri) and not ack.uri.user:
+            return
+        binding = None
+        if not routes:
+            if self.core.is_local_domain(ack.uri.host) or self.core.is_us(ack.uri):
+                found = self.location.lookup(self._aor(ack.uri), self.clock.seconds())
+                binding = found[0] if found else None
+            else:
+                binding = self._binding_for_contact(ack.uri)
+        out = ack.copy()
+        out.set("Max-Forwards", str(max_forwards - 1 if max_forwards is not None else 69))
+        dest = self.next_hop(out, binding)
+        if dest is None:
+            self.log.info("Dropping ACK {call_id}: no next hop", call_id=ack.call_id)
+            return
+        peer_host = dest.remote[0] if hasattr(dest, "remote") else dest.host
+        point = self.core.listening_point(dest.transport, peer_host)
+        if point is None:
+            return
+        branch = MAGIC + hashlib.md5(
+            (ack.via.branch or ack.call_id).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        out.add("Via", "SIP/2.0/%s %s;branch=%s" % (dest.transport.upper(), _hostport(point),
+                                                   branch), first=True)
+        self.core.send_message(out, dest)
+
+    # -- CANCEL ----------------------------------------------------------------------------
+
+    def _handle_cancel(self, cancel: Request, dest) -> None:
+        """§16.10: answer the CANCEL at once, cancel every pending branch ourselves."""
+        invite = self.transactions.find_invite_server(cancel)
+        server = self.transactions.new_server(cancel, dest, None)
+        if invite is None:
+            server.respond(make_response(cancel, 481, to_tag=_tag()))
+            return
+        server.respond(make_response(cancel, 200, to_tag=_tag()))
+        context = self.contexts.get(invite)
+        if context is not None:
+            context.cancel()
+
+    # -- responses ---------------------------------------------------------------------------
+
+    def handle_response(self, response: Response, flow) -> None:
+        if self.transactions.handle_response(response):
+            return
+        # A stray response. 2xx to INVITE is forwarded statelessly (§16.7, RFC 6026); the
+        # rest is dropped.
+        vias = response.vias
+        if (200 <= response.status < 300 and response.cseq.method == "INVITE" and len(vias) > 1
+                and self.core.is_local_address(vias[0].host, vias[0].port)):
+            out = response.copy()
+            out.remove_first("Via")
+            self.core.send_message(out, self.core.via_destination(out.via))
+            return
+        self.log.info("Dropping stray response {status} {call_id}", status=response.status,
+                      call_id=response.call_id)
+
+    def flow_closed(self, flow) -> None:
+        gone = self.location.flow_closed(flow)
+        if gone:
+            self.log.info("Connection {peer} closed: {count} bindings no longer reachable",
+                          peer=flow.remote, count=len(gone))
+
+    def context_done(self, ctx: "ProxyContext") -> None:
+        self.contexts.pop(ctx.server, None)
+
+
+class Branch:
+    """One target of a forwarded request: its client transaction and Timer C."""
+
+    def __init__(self, ctx: "ProxyContext", request: Request, dest):
+        self.ctx = ctx
+        self.request = request
+        self.dest = dest
+        self.client = None
+        self.provisional = False
+        self.done = False
+        self.cancel_wanted = False
+        self.cancel_sent = False
+        self.timer_c = None
+
+    def start(self) -> None:
+        ctx = self.ctx
+        proxy = ctx.proxy
+        self.client = proxy.transactions.new_client(self.request, self.dest, self)
+        if self.request.method == "INVITE":
+            self._arm_timer_c()
+
+    def _arm_timer_c(self) -> None:
+        self._stop_timer_c()
+        timeout = self.ctx.proxy.config.timers.invite_timeout
+        self.timer_c = self.ctx.proxy.clock.callLater(timeout, self._timer_c_fired)
+
+    def _stop_timer_c(self) -> None:
+        if self.timer_c is not None and self.timer_c.active():
+            self.timer_c.cancel()
+        self.timer_c = None
+
+    def _timer_c_fired(self) -> None:
+        """§16.8: nobody answered in time. The caller hears 408; a ringing branch is CANCELled."""
+        self.timer_c = None
+        if self.done:
+            return
+        if self.provisional:
+            self.send_cancel()
+        self.finish(make_response(self.ctx.request, 408, to_tag=self.ctx.to_tag))
+
+    def cancel(self) -> None:
+        if self.done or self.request.method != "INVITE":
+            return
+        self.cancel_wanted = True
+        if self.provisional:
+            self.send_cancel()
+
+    def send_cancel(self) -> None:
+        """§9.1: a CANCEL matching our INVITE, sent once a provisional response came."""
+        if self.cancel_sent:
+            return
+        self.cancel_sent = True
+        invite = self.request
+        headers = [("Via", invite.get_all("Via")[0])]
+        for name in ("Route",):
+            for value in invite.get_all(name):
+                headers.append((name, value))
+        headers += [("Max-Forwards", "70"), ("From", invite.get("From")),
+                    ("To", invite.get("To")), ("Call-ID", invite.call_id),
+                    ("CSeq", "%d CANCEL" % invite.cseq.number)]
+        cancel = Request("CANCEL", invite.uri)
+        for name, value in headers:
+            cancel.add(name, value)
+        self.ctx.proxy.transactions.new_client(cancel, self.dest, _IgnoreResponses)
+
+    # transaction user callbacks
+
+    def client_response(self, client, response: Response) -> None:
+        if response.status < 200:
+            if self.done:
+                return
+            if not self.provisional:
+                self.provisional = True
+                if self.cancel_wanted:
+                    self.send_cancel()
+            if response.status > 100 and self.request.method == "INVITE":
+                self._arm_timer_c()
+            self.ctx.provisional(self, response)
+            return
+        if self.done:
+            if 200 <= response.status < 300:
+                self.ctx.late_success(self, response)
+            return
+        self.finish(response)
+
+    def client_timeout(self, client) -> None:
+        if not self.done:
+            self.finish(make_response(self.ctx.request, 408, to_tag=self.ctx.to_tag))
+
+    def client_error(self, client) -> None:
+        if not self.done:
+            self.finish(make_response(self.ctx.request, 503, to_tag=self.ctx.to_tag))
+
+    def finish(self, response: Response) -> None:
+        self.done = True
+        self._stop_timer_c()
+        self.ctx.final(self, response)
+
+
+class _IgnoreResponsesType:
+    """The transaction user of our own CANCELs: their answers need no action."""
+
+    def client_response(self, client, response):
+        pass
+
+    def client_timeout(self, client):
+        pass
+
+    def client_error(self, client):
+        pass
+
+
+_IgnoreResponses = _IgnoreResponsesType()
+
+
+class ProxyContext:
+    """The state of one proxied request: its server transaction, branches and best answer."""
+
+    def __init__(self, proxy: Proxy, request: Request, flow):
+        self.proxy = proxy
+        self.request = request
+        self.flow = flow
+        self.server = None
+        self.targets: list = []
+        self.branches: list[Branch] = []
+        self.responses: list[Response] = []
+        self.final_sent = False
+        self.success = False
+        self.cancelled = False
+        self.to_tag = _tag()
+        self.is_dialog = request.method in ("INVITE", "SUBSCRIBE")
+        self.routed_by_us = 0
+
+    # local answers
+
+    def respond(self, status: int, reason: str | None = None, headers=()) -> None:
+        response = make_response(self.request, status, reason,
+                                 to_tag=None if status == 100 else self.to_tag)
+        for name, value in headers:
+            response.add(name, value)
+        if status == 100:
+            self.server.respond(response)
+        else:
+            self.send_final(response)
+
+    def answer_options(self) -> None:
+        self.respond(200, headers=[("Allow", ALLOW), ("Accept", "application/sdp"),
+                                   ("Supported", ", ".join(SUPPORTED_OPTIONS))])
+
+    def send_final(self, response: Response) -> None:
+        if self.final_sent:
+            return
+        self.final_sent = True
+        if response.to.tag is None and response.status >= 200:
+            to = response.to
+            to.params["tag"] = self.to_tag
+            response.set("To", str(to))
+        self.server.respond(response)
+        self.proxy.context_done(self)
+
+    # forwarding
+
+    def start(self) -> None:
+        self._next_group()
+
+    def _next_group(self) -> bool:
+        """Fork to the next q-value group; False when nothing was left to try."""
+        while self.targets:
+            group = self.targets.pop(0)
+            started = 0
+            for uri, binding in group:
+                out, dest = self.proxy.prepare(self, uri, binding)
+                if out is None:
+                    self.responses.append(make_response(self.request, 503,
+                                                        "Unresolvable destination",
+                                                        to_tag=self.to_tag))
+                    continue
+                branch = Branch(self, out, dest)
+                self.branches.append(branch)
+                started += 1
+                branch.start()
+            if started:
+                return True
+        return False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.targets = []
+        for branch in self.branches:
+            branch.cancel()
+
+    def provisional(self, branch: Branch, response: Response) -> None:
+        if response.status == 100:
+            return
+        if self.is_dialog:
+            self.proxy.dialogs.response_seen(self.request, response)
+        if not self.final_sent:
+            self.server.respond(_upstream(response))
+
+    def late_success(self, branch: Branch, response: Response) -> None:
+        """A 2xx retransmission (or a 2xx after we gave up on a branch): always forwarded."""
+        if self.request.method == "INVITE":
+            self.server.respond(_upstream(response))
+
+    def final(self, branch: Branch, response: Response) -> None:
+        status = response.status
+        if self.is_dialog:
+            self.proxy.dialogs.response_seen(self.request, response)
+        if 200 <= status < 300:
+            self.success = True
+            first = not self.final_sent
+            self.final_sent = True
+            self.server.respond(_upstream(response))
+            if first and self.request.method == "INVITE":
+                for other in self.branches:
+                    if other is not branch:
+                        other.cancel()
+                self.targets = []
+            self._maybe_done()
+            return
+        self.responses.append(response)
+        if status >= 600:
+            self.cancel()
+        if any(not b.done for b in self.branches):
+            return
+        if not self.final_sent and not self.cancelled and self._next_group():
+            return
+        if not self.final_sent:
+            self._send_best()
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        if all(b.done for b in self.branches):
+            self.proxy.context_done(self)
+
+    def _send_best(self) -> None:
+        """§16.7 step 6: the best of the final responses, challenges aggregated."""
+        responses = self.responses
+        if not responses:
+            best = make_response(self.request, 408, to_tag=self.to_tag)
+        else:
+            sixes = [r for r in responses if r.status >= 600]
+            pool = sixes or responses
+            best = min(pool, key=lambda r: (r.status // 100, r.status == 408))
+        if best.status == 503:
+            best = make_response(self.request, 500, to_tag=self.to_tag)
+        elif best.status in (401, 407):
+            best = self._aggregate_challenges(best)
+        if best.vias and len(best.vias) > len(self.request.vias):
+            best = _upstream(best)
+        self.send_final(best)
+
+    def _aggregate_challenges(self, best: Response) -> Response:
+        merged = _upstream(best) if len(best.vias) > len(self.request.vias) else best.copy()
+        for name in ("WWW-Authenticate", "Proxy-Authenticate"):
+            values = []
+            for response in self.responses:
+                if response.status in (401, 407):
+                    values.extend(response.get_all(name))
+            if values:
+                merged.remove(name)
+                for value in values:
+                    merged.add(name, value)
+        return merged
+
+    # server transaction user callbacks
+
+    def server_timeout(self, server) -> None:
+        self.proxy.log.info("No ACK for the final response to {call_id}",
+                            call_id=self.request.call_id)
+
+    def server_terminated(self, server) -> None:
+        self.proxy.context_done(self)
+
+
+def _upstream(response: Response) -> Response:
+    """The response to send towards the caller: our own Via taken off (§16.7 step 3)."""
+    out = response.copy()
+    out.remove_first("Via")
+    return out
+
+
+def _hostport(point) -> str:
+    from reticulum.core import advertised_host
+
+    host = advertised_host(point.host)
+    if ":" in host:
+        host = "[%s]" % host
+    return "%s:%d" % (host, point.port)
+
+
+def _rr_value(point) -> str:
+    params = "" if point.transport == "udp" else ";transport=%s" % point.transport
+    return "<sip:%s%s;lr>" % (_hostport(point), params)
