@@ -131,6 +131,12 @@ class LocationStore:
         """Stored bindings of ``aor`` with that +sip.instance and reg-id."""
         raise NotImplementedError
 
+    def find_contact(self, contact: str, now: float) -> Binding | None:
+        """The live, reachable binding registered with exactly this Contact URI (any AOR;
+        the most recent one if several), so that a request sent straight to a registered
+        contact can use its flow."""
+        raise NotImplementedError
+
     def put(self, binding: Binding) -> None:
         """Store ``binding``, replacing the one with the same (aor, contact) and any with
         the same (aor, instance, reg-id) when both are set."""
@@ -168,6 +174,7 @@ class MemoryLocation(LocationStore):
 
     * ``_aors``: aor -> {contact -> Binding}
     * ``_flows``: connection flow -> {(aor, contact): None} for bindings tied to it
+    * ``_contacts``: contact -> {aor: None}
     * ``_heap``: (expires_at, seq, aor, contact); stale entries are skipped when popped and
       the heap is rebuilt whenever it grows past twice the number of bindings, so
       re-registrations cannot make it grow without bound.
@@ -176,6 +183,7 @@ class MemoryLocation(LocationStore):
     def __init__(self) -> None:
         self._aors: dict[str, dict[str, Binding]] = {}
         self._flows: dict[Any, dict[tuple[str, str], None]] = {}
+        self._contacts: dict[str, dict[str, None]] = {}
         self._heap: list[tuple[float, int, str, str]] = []
         self._seq = itertools.count()
         self._count = 0
@@ -213,6 +221,18 @@ class MemoryLocation(LocationStore):
             return []
         return [b for b in contacts.values() if b.instance == instance and b.reg_id == reg_id]
 
+    def find_contact(self, contact: str, now: float) -> Binding | None:
+        aors = self._contacts.get(contact)
+        if not aors:
+            return None
+        best = None
+        for aor in aors:
+            binding = self._aors[aor][contact]
+            if binding.expires_at > now and binding.reachable:
+                if best is None or binding.registered_at > best.registered_at:
+                    best = binding
+        return best
+
     def count(self) -> int:
         return self._count
 
@@ -241,6 +261,7 @@ class MemoryLocation(LocationStore):
             self._unindex_flow(old)
         else:
             self._count += 1
+            self._contacts.setdefault(binding.contact, {})[aor] = None
         contacts[binding.contact] = binding
         self._index(binding)
         self._persist_put(binding)
@@ -321,6 +342,11 @@ class MemoryLocation(LocationStore):
             del self._aors[binding.aor]
         self._count -= 1
         self._unindex_flow(binding)
+        aors = self._contacts.get(binding.contact)
+        if aors is not None:
+            aors.pop(binding.aor, None)
+            if not aors:
+                del self._contacts[binding.contact]
 
     def _rebuild_heap(self) -> None:
         self._heap = [
@@ -404,6 +430,10 @@ _PUT, _DEL, _DEL_AOR, _FLUSH, _STOP = range(5)
 class SqliteLocation(MemoryLocation):
     """:class:`MemoryLocation` persisted to ``state_dir/reticulum.sqlite3`` (table ``bindings``).
 
+    ``state_dir`` may also name the database file itself (anything with a file extension,
+    or an existing file), e.g. ``state_dir/reticulum.sqlite3``; other stores may keep their
+    own tables in the same file.
+
     Every change is queued for one writer thread, which commits whatever has queued up in
     one transaction once ``batch_interval`` seconds have passed since the first change of
     the batch or ``batch_size`` changes are waiting.  A crash loses at most that window.
@@ -424,8 +454,15 @@ class SqliteLocation(MemoryLocation):
         log: Any = None,
     ) -> None:
         super().__init__()
-        self.state_dir = os.fspath(state_dir)
-        self.path = os.path.join(self.state_dir, DB_FILENAME)
+        where = os.fspath(state_dir)
+        if os.path.isfile(where) or (
+            not os.path.isdir(where) and os.path.splitext(where)[1] != ""
+        ):
+            self.path = where
+            self.state_dir = os.path.dirname(where) or "."
+        else:
+            self.state_dir = where
+            self.path = os.path.join(where, DB_FILENAME)
         self._clock = clock if clock is not None else _SystemClock()
         self.batch_interval = float(batch_interval)
         self.batch_size = max(1, int(batch_size))
