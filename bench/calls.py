@@ -1,0 +1,98 @@
+"""Calls per second: SIPp UAC -> server -> SIPp UAS, the callee found through the location
+service, Record-Route on: INVITE, 100, 180, 200, ACK, BYE, 200.
+
+Prints, for each rate tried, what SIPp counted and the server's CPU share, then the highest
+rate sustained for the whole window with zero failed calls and under 0.5% retransmissions.
+
+    python bench/calls.py [--transport udp|tcp] [--duration 20] [--rates 200,400,...]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+
+def register_callee(server_port: int, callee_port: int, transport: str) -> None:
+    """Bind the callee's address to sip:bench@reticulum.local (over UDP, from its own port)."""
+    params = "" if transport == "udp" else ";transport=tcp"
+    message = (
+        "REGISTER sip:reticulum.local SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bKreg%d\r\n"
+        "From: <sip:bench@reticulum.local>;tag=r1\r\nTo: <sip:bench@reticulum.local>\r\n"
+        "Call-ID: bench-callee-%d\r\nCSeq: 1 REGISTER\r\n"
+        "Contact: <sip:bench@127.0.0.1:%d%s>\r\nExpires: 7200\r\nMax-Forwards: 70\r\n"
+        "Content-Length: 0\r\n\r\n" % (callee_port, os.getpid(), time.time_ns(), callee_port,
+                                       params)
+    ).encode()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", callee_port))
+        s.settimeout(5)
+        s.sendto(message, ("127.0.0.1", server_port))
+        reply = s.recv(65535)
+    if not reply.startswith(b"SIP/2.0 200"):
+        raise RuntimeError("callee registration failed: %r" % reply[:80])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--transport", choices=("udp", "tcp"), default="udp")
+    parser.add_argument("--duration", type=int, default=20)
+    parser.add_argument("--rates", default="200,400,600,800,1000,1200,1400,1600")
+    parser.add_argument("--hold", type=int, default=0, help="ms between ACK and BYE")
+    args = parser.parse_args()
+
+    work = common.tmpdir()
+    port = common.free_port()
+    config = common.write_config(work, port, "[auth]\nenabled = false")
+    sipp_t = "u1" if args.transport == "udp" else "t1"
+    uac = os.path.join(common.SCENARIOS, "uac.xml")
+    uas = os.path.join(common.SCENARIOS, "uas.xml")
+    best = 0
+    with common.server(config) as proc:
+        for rate in [int(r) for r in args.rates.split(",")]:
+            callee_port = common.free_port()
+            register_callee(port, callee_port, args.transport)
+            callee = subprocess.Popen(
+                ["sipp", "-sf", uas, "-i", "127.0.0.1", "-p", str(callee_port), "-t", sipp_t,
+                 "-nostdin", "-trace_err", "-error_file",
+                 os.path.join(work, "uas-errors.log"), "-max_socket", "10000"],
+                cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True)
+            time.sleep(0.5)
+            total = rate * args.duration
+            cpu0 = common.cpu_seconds(proc.pid)
+            try:
+                code, row = common.sipp(
+                    ["-sf", uac, "-t", sipp_t, "-p", str(common.free_port()), "-s", "bench",
+                     "-key", "domain", "reticulum.local", "-key", "caller", "sipp@127.0.0.1",
+                     "-d", str(args.hold), "-r", str(rate), "-m", str(total),
+                     "-l", str(max(rate * 4, 1000)), "-recv_timeout", "10000",
+                     "-max_socket", "10000", "127.0.0.1:%d" % port],
+                    work, timeout=args.duration * 4 + 60)
+            finally:
+                os.killpg(callee.pid, signal.SIGTERM)
+                callee.wait()
+            cpu = common.cpu_seconds(proc.pid) - cpu0
+            ok = common.counter(row, "SuccessfulCall")
+            failed = common.counter(row, "FailedCall")
+            retrans = common.counter(row, "Retransmissions")
+            elapsed = row.get("ElapsedTime(C)", "?")
+            print("rate %5d/s: %d ok, %d failed, %d retransmissions, elapsed %s, server CPU %.2f"
+                  % (rate, ok, failed, retrans, elapsed, cpu / args.duration), flush=True)
+            if code != 0 or failed or ok < total or retrans > 0.005 * max(ok * 4, 1):
+                break
+            best = rate
+    print("calls/s sustained for %ds over %s: %d" % (args.duration, args.transport, best))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

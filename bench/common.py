@@ -1,0 +1,135 @@
+"""Shared pieces of the benchmarks: a server on loopback and SIPp runs against it.
+
+Every benchmark starts its own server from a temporary config (loopback only), drives it with
+SIPp at increasing rates, and keeps the highest rate that ran for the whole window with no
+failed call and under 0.5% retransmissions.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCENARIOS = os.path.join(ROOT, "tests", "integration", "scenarios")
+BENCH_SCENARIOS = os.path.join(ROOT, "bench", "scenarios")
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            t.bind(("127.0.0.1", 0))
+            port = t.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+
+
+def write_config(directory: str, port: int, extra: str = "", users: dict | None = None) -> str:
+    path = os.path.join(directory, "reticulum.toml")
+    lines = [
+        'domains = ["reticulum.local"]',
+        'state_dir = "state"',
+        "[listen]",
+        'udp = ["127.0.0.1:%d"]' % port,
+        'tcp = ["127.0.0.1:%d"]' % port,
+        "[log]",
+        "messages = false",
+        extra,
+    ]
+    if users:
+        lines.append("[users]")
+        lines.extend('"%s" = "%s"' % item for item in users.items())
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def options_ok(port: int, timeout: float = 0.5) -> bool:
+    message = (
+        "OPTIONS sip:127.0.0.1:%d SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKbench%d\r\n"
+        "From: <sip:bench@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1:%d>\r\n"
+        "Call-ID: bench-%f\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        % (port, os.getpid(), port, time.time())
+    ).encode()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.bind(("127.0.0.1", 0))
+        s.sendto(message, ("127.0.0.1", port))
+        try:
+            data = s.recv(65535)
+        except socket.timeout:
+            return False
+    return data.startswith(b"SIP/2.0 200")
+
+
+@contextlib.contextmanager
+def server(config_path: str, python: str | None = None):
+    """Run the real server (twistd plugin) until the block ends."""
+    python = python or os.environ.get("RETICULUM_BENCH_PYTHON") or sys.executable
+    log = open(os.path.join(os.path.dirname(config_path), "server.log"), "w")
+    proc = subprocess.Popen(
+        [python, "-m", "twisted", "-n", "--pidfile=", "reticulum", "--config", config_path],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    port = int(open(config_path).read().split('udp = ["127.0.0.1:')[1].split('"')[0])
+    try:
+        deadline = time.time() + 60
+        while not options_ok(port):
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("server did not start; see %s" % log.name)
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def sipp(args: list[str], workdir: str, timeout: float) -> tuple[int, dict]:
+    """Run SIPp in the background mode; returns its exit code and the last statistics row."""
+    stat = os.path.join(workdir, "stat-%d.csv" % time.time_ns())
+    cmd = ["sipp", "-i", "127.0.0.1", "-nostdin", "-trace_stat", "-stf", stat, "-fd", "1",
+           "-trace_err", "-error_file", os.path.join(workdir, "errors.log")] + args
+    proc = subprocess.run(cmd, cwd=workdir, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, timeout=timeout)
+    row: dict = {}
+    if os.path.exists(stat):
+        with open(stat, newline="") as f:
+            rows = list(csv.DictReader(f, delimiter=";"))
+        if rows:
+            row = rows[-1]
+    return proc.returncode, row
+
+
+def counter(row: dict, name: str) -> int:
+    try:
+        return int(row.get(name + "(C)", 0) or 0)
+    except ValueError:
+        return 0
+
+
+def tmpdir() -> str:
+    return tempfile.mkdtemp(prefix="reticulum-bench-")
