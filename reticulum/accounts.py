@@ -20,13 +20,15 @@ from typing import Dict, FrozenSet, Iterable, Tuple
 
 from reticulum.sip import digest
 
-DEFAULT_ALGORITHMS = ("MD5", "SHA-256")
+# Every hash this Python offers (MD5, SHA-256, SHA-512-256): the algorithms a server accepts
+# are configuration, and switching them must not require new passwords.
+DEFAULT_ALGORITHMS = tuple(a for a in digest.SUPPORTED_ALGORITHMS if not a.endswith("-sess"))
 BUSY_TIMEOUT_MS = 5000
 POLL_INTERVAL = 1.0
 
-# RFC 3261 `user`: unreserved / user-unreserved characters (no escapes, no quotes or blanks,
-# so the name reads the same in a URI and in a Digest `username="..."`).
-_NAME = re.compile(r"[A-Za-z0-9\-_.!~*'()&=+$,;?/]+\Z")
+# Names go into SIP URIs (user part) and Digest `username="..."`: no blanks or control
+# characters, nothing that ends a URI user part or needs quoting.
+_NAME_FORBIDDEN = re.compile(r'[\s\x00-\x1f\x7f@:"\\<>%]')
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -52,7 +54,7 @@ def _run(db: sqlite3.Connection, sql: str, params: tuple = ()) -> list:
 
 
 def valid_name(name: str) -> bool:
-    return bool(name) and len(name) <= 128 and _NAME.match(name) is not None
+    return bool(name) and len(name) <= 128 and _NAME_FORBIDDEN.search(name) is None
 
 
 def _base_algorithms(algorithms: Iterable[str]) -> tuple[str, ...]:
@@ -71,7 +73,7 @@ class AccountStore:
         self,
         path: str,
         realms: list[str],
-        algorithms: Iterable[str] = DEFAULT_ALGORITHMS,
+        algorithms: Iterable[str] | None = None,
         watch: bool = True,
         poll_interval: float = POLL_INTERVAL,
         log=None,
@@ -80,8 +82,8 @@ class AccountStore:
             raise ValueError("at least one realm is needed")
         self.path = path
         self.realms = list(realms)
-        # Always keep the defaults, so enabling one of them later needs no new passwords.
-        self.algorithms = _base_algorithms(tuple(DEFAULT_ALGORITHMS) + tuple(algorithms))
+        # None: every supported algorithm, so enabling one later needs no new passwords.
+        self.algorithms = _base_algorithms(DEFAULT_ALGORITHMS if algorithms is None else algorithms)
         self.watch = watch
         self.poll_interval = poll_interval
         if log is None:

@@ -50,7 +50,19 @@ def test_stores_ha1_for_every_realm_and_algorithm(store, path):
     db = sqlite3.connect(path)
     rows = db.execute("SELECT name, realm, algorithm FROM accounts ORDER BY 2, 3").fetchall()
     db.close()
-    assert rows == [("alice", r, a) for r in REALMS for a in ("MD5", "SHA-256")]
+    assert rows == [("alice", r, a) for r in REALMS for a in sorted(store.algorithms)]
+    assert {"MD5", "SHA-256"} <= set(store.algorithms)
+
+
+def test_algorithms_can_be_limited(path):
+    store = AccountStore(path, REALMS, algorithms=["SHA-256-sess"], watch=False)
+    store.start()
+    try:
+        store.set_password("alice", "pw")
+        assert store.ha1("alice", "example.com", "SHA-256") is not None
+        assert store.ha1("alice", "example.com", "MD5") is None
+    finally:
+        store.stop()
 
 
 def test_plaintext_never_reaches_the_disk(store, path):
@@ -93,12 +105,15 @@ def test_passwd_replaces_the_hashes(store):
 
 
 def test_rejects_bad_names_and_empty_passwords(store):
-    for name in ("", "a b", 'qu"ote', "x@y", "back\\slash", "colon:"):
+    for name in ("", "a b", 'qu"ote', "x@y", "back\\slash", "colon:", "tab\t", "<a>", "a%41"):
         with pytest.raises(ValueError):
             store.set_password(name, "pw")
     with pytest.raises(ValueError):
         store.set_password("alice", "")
     assert store.names() == []
+    for name in ("alice.smith", "+4930123", "bob_1-x", "jürgen"):
+        store.set_password(name, "pw")
+        assert store.exists(name)
 
 
 def test_lookups_are_memory_only(store):
