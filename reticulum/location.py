@@ -500,7 +500,7 @@ class SqliteLocation(MemoryLocation):
         now = self._clock.seconds()
         db = sqlite3.connect(self.path)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA journal_mode=WAL").fetchall()
             db.execute(_SCHEMA)
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM bindings WHERE expires_at > ?", (now,)
@@ -580,7 +580,7 @@ class SqliteLocation(MemoryLocation):
         db = None
         try:
             db = sqlite3.connect(self.path, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA journal_mode=WAL").fetchall()
             db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as e:
             _emit(self._log, "error", f"location: cannot open {self.path}: {e}")
