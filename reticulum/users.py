@@ -1,0 +1,124 @@
+"""Manage local accounts: ``python -m reticulum.users`` (``./run.sh users ...``).
+
+    users add NAME [--password P]      create an account (asks twice when P is absent)
+    users passwd NAME [--password P]   change a password
+    users remove NAME                  delete an account
+    users list                         print the account names, one a line
+
+Every command takes ``--config PATH`` (default ``reticulum.toml``). The database is the one in
+the config's ``state_dir``; a hash is stored for every served domain (each one is a realm).
+Safe while the server runs: it picks the change up within about a second.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+
+from reticulum.accounts import AccountStore, valid_name
+
+DEFAULT_CONFIG = "reticulum.toml"
+DATABASE = "reticulum.sqlite3"
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", metavar="PATH", default=argparse.SUPPRESS,
+        help="configuration file (default: %s)" % DEFAULT_CONFIG,
+    )
+    parser = argparse.ArgumentParser(
+        prog="users", parents=[common], description="Manage Reticulum's local accounts."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    for name, text in (("add", "create an account"), ("passwd", "change a password")):
+        sub = commands.add_parser(name, parents=[common], help=text, description=text)
+        sub.add_argument("name", metavar="NAME")
+        sub.add_argument("--password", metavar="P",
+                         help="the password (asked for interactively when absent)")
+    sub = commands.add_parser("remove", parents=[common], help="delete an account")
+    sub.add_argument("name", metavar="NAME")
+    commands.add_parser("list", parents=[common], help="list the account names")
+    return parser
+
+
+def _ask_password(name: str) -> str:
+    try:
+        first = getpass.getpass("Password for %s: " % name)
+        second = getpass.getpass("Repeat it: ")
+    except (EOFError, KeyboardInterrupt):
+        raise UsageError("no password given") from None
+    if first != second:
+        raise UsageError("the passwords do not match")
+    return first
+
+
+def _open_store(config_path: str) -> AccountStore:
+    from reticulum.config import ConfigError, load_config
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    os.makedirs(config.state_dir, exist_ok=True)
+    store = AccountStore(os.path.join(config.state_dir, DATABASE), list(config.domains),
+                         watch=False)
+    store.start()
+    return store
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    config_path = getattr(args, "config", DEFAULT_CONFIG)
+    try:
+        if args.command in ("add", "passwd", "remove") and not valid_name(args.name):
+            raise UsageError("invalid user name %r (no blanks, @ : \" \\ < > %%)" % args.name)
+        store = _open_store(config_path)
+        try:
+            return _command(store, args)
+        finally:
+            store.stop()
+    except UsageError as e:
+        print("users: %s" % e, file=sys.stderr)
+        return 1
+    except Exception as e:  # database trouble: one line, not a traceback
+        print("users: %s: %s" % (type(e).__name__, e), file=sys.stderr)
+        return 1
+
+
+def _command(store: AccountStore, args) -> int:
+    if args.command == "list":
+        for name in store.names():
+            print(name)
+        return 0
+    name = args.name
+    if args.command == "remove":
+        if not store.remove(name):
+            raise UsageError("no account named %r" % name)
+        print("removed %s" % name)
+        return 0
+    exists = store.exists(name)
+    if args.command == "add" and exists:
+        raise UsageError("%r already exists (use passwd to change the password)" % name)
+    if args.command == "passwd" and not exists:
+        raise UsageError("no account named %r (use add to create it)" % name)
+    password = args.password if args.password is not None else _ask_password(name)
+    if not password:
+        raise UsageError("the password must not be empty")
+    store.set_password(name, password)
+    print("%s %s" % ("added" if args.command == "add" else "changed password of", name))
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()
