@@ -1,0 +1,147 @@
+"""Wires config, transports and core into one Twisted service.
+
+``make_service(config)`` returns a MultiService.  When it starts (under
+twistd: in ``privilegedStartService``, before the reactor runs and before
+privileges are dropped) it
+
+1. creates ``state_dir``,
+2. builds the flow table (``Transports``) and the ``Core``,
+3. calls ``core.start()`` (stores load),
+4. binds every configured listening address.
+
+A listening address that cannot be bound is reported as one line
+``reticulum: cannot listen on udp 0.0.0.0:5060: address already in use`` on
+stderr and the process exits with status 1 before the server runs.  On stop
+the listening sockets and connections are closed and ``core.stop()`` is
+called (stores flush).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Optional
+
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from reticulum.transport import BindError, Transports
+
+__all__ = ["ReticulumService", "StartupError", "make_service"]
+
+log = Logger(namespace="reticulum.service")
+
+
+class StartupError(Exception):
+    """The server cannot start; the message says why."""
+
+
+def _fail(message: str) -> None:
+    """Report a startup failure on the real stderr and exit."""
+    stream = sys.__stderr__ or sys.stderr
+    try:
+        stream.write("reticulum: %s\n" % (message,))
+        stream.flush()
+    except Exception:  # pragma: no cover
+        pass
+    log.critical("cannot start: {message}", message=message)
+    raise SystemExit(1)
+
+
+class ReticulumService(MultiService):
+    """The whole server; see the module docstring."""
+
+    name = "reticulum"
+
+    def __init__(self, config: Any, reactor: Any = None, exit_on_error: bool = True) -> None:
+        MultiService.__init__(self)
+        self.config = config
+        self._reactor = reactor
+        self.exit_on_error = exit_on_error
+        self.transports: Optional[Transports] = None
+        self.core: Any = None
+        self._started = False
+
+    @property
+    def reactor(self) -> Any:
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        return self._reactor
+
+    def _start(self) -> None:
+        """Build and bind everything; raises StartupError."""
+        config = self.config
+        try:
+            os.makedirs(config.state_dir, exist_ok=True)
+        except OSError as e:
+            raise StartupError("cannot create state_dir %s: %s" % (config.state_dir, e.strerror or e)) from None
+
+        from reticulum.core import Core
+
+        transports = Transports(config, reactor=self.reactor)
+        core = Core(config, clock=self.reactor, transports=transports)
+        transports.attach(core)
+        self.transports = transports
+        self.core = core
+        core.start()
+        try:
+            transports.listen()
+        except BindError as e:
+            try:
+                core.stop()
+            except Exception:
+                log.failure("core.stop() failed")
+            raise StartupError(str(e)) from None
+        log.info(
+            "Reticulum serving {domains}; state in {state_dir}",
+            domains=", ".join(config.domains),
+            state_dir=config.state_dir,
+        )
+
+    def _ensure_started(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        try:
+            self._start()
+        except StartupError as e:
+            if self.exit_on_error:
+                _fail(str(e))
+            raise
+
+    def privilegedStartService(self) -> None:
+        self._ensure_started()
+        MultiService.privilegedStartService(self)
+
+    def startService(self) -> None:
+        self._ensure_started()
+        MultiService.startService(self)
+
+    def stopService(self) -> defer.Deferred:
+        d = defer.maybeDeferred(MultiService.stopService, self)
+
+        def stop_own(_: Any) -> Any:
+            transports, core = self.transports, self.core
+            self._started = False
+            inner = defer.succeed(None)
+            if transports is not None:
+                inner = transports.stop()
+            if core is not None:
+
+                def stop_core(_: Any) -> Any:
+                    return core.stop()
+
+                inner.addCallback(stop_core)
+            inner.addErrback(lambda f: log.failure("error while stopping", f))
+            return inner
+
+        d.addCallback(stop_own)
+        return d
+
+
+def make_service(config: Any, reactor: Any = None) -> ReticulumService:
+    """The server for ``config`` as a Twisted service (not started)."""
+    return ReticulumService(config, reactor=reactor)

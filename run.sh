@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# Reticulum's one entry point.
+#
+#   ./run.sh [twistd reticulum options]   start the server (default: --config reticulum.toml)
+#   ./run.sh test [pytest args]           run the test suite (CPython, then PyPy)
+#   ./run.sh users ...                    manage accounts (python -m reticulum.users)
+#
+# Environment:
+#   RETICULUM_PYTHON=pypy3   run on PyPy (virtualenv .venv-pypy, pins in requirements-pypy.txt)
+#   RETICULUM_PYPY=0|1       `test`: skip (0) or force (1) the PyPy pass; by default it runs
+#                            when no pytest arguments are given
+set -euo pipefail
+shopt -s inherit_errexit
+
+orig_pwd="$PWD"
+here="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)"
+cd "$here"
+
+say() { printf 'run.sh: %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        say "need root for: $*"
+        return 1
+    fi
+}
+
+apt_install() {
+    say "installing $* with apt-get"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || true
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >&2
+}
+
+is_pypy_name() {
+    case "$(basename "$1")" in
+        pypy*) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+
+# prints a hash of everything an environment is built from
+env_hash() {
+    local interp="$1"
+    shift
+    {
+        "$interp" -c 'import sys; print(sys.version)'
+        cat "$@" 2>/dev/null
+    } | sha256sum | cut -d' ' -f1
+}
+
+# ensure_pypy: makes sure a pypy3 interpreter exists (apt-get when missing)
+ensure_pypy() {
+    if ! command -v pypy3 >/dev/null 2>&1; then
+        apt_install pypy3
+    fi
+    # Debian splits venv support out in some releases
+    if ! pypy3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        apt_install pypy3-venv || true
+    fi
+}
+
+pypy_installable() {
+    command -v pypy3 >/dev/null 2>&1 && return 0
+    command -v apt-cache >/dev/null 2>&1 || return 1
+    [ -n "$(apt-cache policy pypy3 2>/dev/null | awk '/Candidate:/ {print $2}' | grep -v '(none)' || true)" ]
+}
+
+# ensure_env KIND -> prints the venv folder; KIND is "cpython" or "pypy"
+ensure_env() {
+    local kind="$1" venv interp stamp want
+    if [ "$kind" = pypy ]; then
+        ensure_pypy
+        venv=.venv-pypy
+        interp="$(command -v pypy3)"
+        if [ -n "${RETICULUM_PYTHON:-}" ] && is_pypy_name "$RETICULUM_PYTHON" && command -v "$RETICULUM_PYTHON" >/dev/null 2>&1; then
+            interp="$(command -v "$RETICULUM_PYTHON")"
+        fi
+    else
+        venv=.venv
+        interp="${RETICULUM_PYTHON:-python3}"
+        if ! command -v "$interp" >/dev/null 2>&1; then
+            say "no interpreter '$interp' found"
+            return 1
+        fi
+    fi
+    if [ ! -x "$venv/bin/python" ]; then
+        say "creating $venv with $interp"
+        rm -rf "$venv"
+        "$interp" -m venv "$venv" >&2
+    fi
+    stamp="$venv/.reticulum-stamp"
+    if [ "$kind" = pypy ]; then
+        want="$(env_hash "$venv/bin/python" setup.cfg pyproject.toml requirements-pypy.txt)"
+    else
+        want="$(env_hash "$venv/bin/python" setup.cfg pyproject.toml)"
+    fi
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        say "installing the project into $venv"
+        rm -f "$stamp"
+        if [ "$kind" = pypy ]; then
+            # pinned wheels that still support PyPy 3.9; never build cryptography (Rust) here
+            "$venv/bin/python" -m pip install -q --only-binary cryptography -r requirements-pypy.txt >&2
+            "$venv/bin/python" -m pip install -q --no-deps --config-settings editable_mode=compat -e . >&2
+        else
+            "$venv/bin/python" -m pip install -q --config-settings editable_mode=compat -e '.[test]' >&2
+        fi
+        printf '%s\n' "$want" >"$stamp"
+    fi
+    printf '%s\n' "$venv"
+}
+
+ensure_sipp() {
+    if ! command -v sipp >/dev/null 2>&1; then
+        apt_install sip-tester
+    fi
+}
+
+want_kind() {
+    if [ -n "${RETICULUM_PYTHON:-}" ] && is_pypy_name "$RETICULUM_PYTHON"; then
+        echo pypy
+    else
+        echo cpython
+    fi
+}
+
+# run_pytest VENV ARGS... ; exit code 5 (no tests collected) counts as success
+run_pytest() {
+    local venv="$1" rc=0
+    shift
+    "$venv/bin/python" -m pytest "$@" || rc=$?
+    if [ "$rc" = 5 ]; then
+        rc=0
+    fi
+    return "$rc"
+}
+
+cmd_test() {
+    local kind venv rc=0 pypy_pass
+    kind="$(want_kind)"
+    venv="$(ensure_env "$kind")"
+    ensure_sipp
+    say "tests on $("$venv/bin/python" -c 'import platform; print(platform.python_implementation(), platform.python_version())')"
+    run_pytest "$venv" "$@" || rc=$?
+
+    if [ "$kind" = pypy ]; then
+        return "$rc"
+    fi
+    pypy_pass="${RETICULUM_PYPY:-}"
+    if [ -z "$pypy_pass" ]; then
+        if [ "$#" -eq 0 ]; then pypy_pass=1; else pypy_pass=0; fi
+    fi
+    if [ "$pypy_pass" != 1 ]; then
+        return "$rc"
+    fi
+    if ! pypy_installable; then
+        say "PyPy is neither installed nor installable here: the PyPy pass is skipped"
+        return "$rc"
+    fi
+    local pvenv prc=0
+    pvenv="$(ensure_env pypy)" || prc=$?
+    if [ "$prc" = 0 ]; then
+        say "tests on $("$pvenv/bin/python" -c 'import platform; print(platform.python_implementation(), platform.python_version())')"
+        if [ "$#" -eq 0 ]; then
+            # unit tests, then the integration tests that are kept PyPy-checked
+            run_pytest "$pvenv" tests --ignore=tests/integration || prc=$?
+            run_pytest "$pvenv" tests/integration/test_options.py || prc=$?
+        else
+            run_pytest "$pvenv" "$@" || prc=$?
+        fi
+    fi
+    if [ "$prc" != 0 ]; then
+        say "PyPy pass failed"
+        [ "$rc" != 0 ] || rc="$prc"
+    fi
+    return "$rc"
+}
+
+# absolute_config_args ARGS... -> global array `args`, with a relative
+# --config/-c path made absolute against the folder run.sh was started from
+absolute_config_args() {
+    args=()
+    local a expect=0
+    for a in "$@"; do
+        if [ "$expect" = 1 ]; then
+            args+=("$(absolute_path "$a")")
+            expect=0
+            continue
+        fi
+        case "$a" in
+            --config | -c) args+=("$a"); expect=1 ;;
+            --config=*) args+=("--config=$(absolute_path "${a#--config=}")") ;;
+            -c?*) args+=("-c$(absolute_path "${a#-c}")") ;;
+            *) args+=("$a") ;;
+        esac
+    done
+}
+
+absolute_path() {
+    case "$1" in
+        /*) printf '%s\n' "$1" ;;
+        *) printf '%s\n' "$orig_pwd/$1" ;;
+    esac
+}
+
+main() {
+    local venv
+    case "${1:-}" in
+        test)
+            shift
+            local rc=0
+            cmd_test "$@" || rc=$?
+            exit "$rc"
+            ;;
+        users)
+            shift
+            venv="$(ensure_env "$(want_kind)")"
+            exec "$venv/bin/python" -m reticulum.users "$@"
+            ;;
+        *)
+            venv="$(ensure_env "$(want_kind)")"
+            if [ "$#" -eq 0 ]; then
+                set -- --config reticulum.toml
+            fi
+            absolute_config_args "$@"
+            exec "$venv/bin/twistd" -n --pidfile= reticulum "${args[@]}"
+            ;;
+    esac
+}
+
+main "$@"
