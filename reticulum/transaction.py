@@ -297,6 +297,10 @@ class TransactionLayer:
         if old is not None:
             self.log("Client transaction %s %s replaced while %s" % (method, branch, old.state))
         table[branch] = ct
+        if method == "CANCEL":
+            invite = self._clients.get(branch)
+            if invite is not None and invite.is_invite:
+                invite._cancelled()
         ct._start()
         return ct
 
@@ -600,6 +604,12 @@ class ClientTransaction:
             self._timeout = None
             if timer.active():
                 timer.cancel()
+
+    def _cancelled(self) -> None:
+        """§9.1: a CANCEL went out for this INVITE. Without a final response within 64*T1 the
+        transaction is given up (Timer B still runs in Calling; Proceeding has no timer)."""
+        if self.state == PROCEEDING and self._timeout is None:
+            self._timeout = self.layer.clock.callLater(self.layer.timers.b, self._timer_timeout)
 
     # -- start
 
