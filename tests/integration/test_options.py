@@ -1,0 +1,93 @@
+"""The real server answers OPTIONS (SIPp, UDP and TCP) and starts/stops cleanly."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from tests.integration.harness import (
+    SCENARIOS,
+    free_port,
+    run_server_once,
+    run_sipp,
+    sip_options,
+    write_config,
+)
+
+
+@pytest.mark.parametrize("transport", ["u1", "t1"])
+def test_options_answered_with_200(start_server, sipp, tmp_path, transport):
+    server = start_server()
+    result = run_sipp(
+        SCENARIOS / "options.xml",
+        server.address,
+        transport=transport,
+        calls=3,
+        timeout=20,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.describe()
+    assert server.running
+
+
+def test_tcp_keepalive_ping_gets_pong(start_server):
+    server = start_server(transports=("tcp",))
+    with socket.create_connection((server.host, server.port), timeout=5) as s:
+        s.sendall(b"\r\n\r\n")
+        assert s.recv(16) == b"\r\n"
+        # the connection stays usable for SIP afterwards
+        s.sendall(b"\r\n\r\n\r\n\r\n")
+        got = b""
+        while len(got) < 4:
+            got += s.recv(16)
+        assert got == b"\r\n\r\n"
+
+
+def test_two_servers_side_by_side(start_server):
+    a = start_server()
+    b = start_server()
+    assert a.port != b.port
+    assert sip_options(a.host, a.port, "udp", timeout=2)
+    assert sip_options(b.host, b.port, "tcp", timeout=2)
+
+
+def test_sigterm_stops_the_server(start_server):
+    server = start_server()
+    code = server.stop()
+    assert code == 0, server.read_log()
+
+
+def test_bad_config_is_one_line_and_nonzero(tmp_path):
+    path, _ = write_config(tmp_path, free_port(), listen={"udp": ["127.0.0.1:notaport"]})
+    proc = run_server_once(path)
+    assert proc.returncode != 0
+    err = proc.stderr.decode()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("reticulum: ")
+    assert "listen.udp[0]" in lines[0]
+
+
+def test_unknown_key_is_named(tmp_path):
+    path, _ = write_config(tmp_path, free_port(), registrar={"min_expire": 10})
+    proc = run_server_once(path)
+    assert proc.returncode != 0
+    assert "registrar.min_expire" in proc.stderr.decode()
+
+
+def test_busy_port_is_reported_before_running(tmp_path):
+    port = free_port()
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    blocker.bind(("127.0.0.1", port))
+    try:
+        path, _ = write_config(tmp_path, port)
+        started = time.monotonic()
+        proc = run_server_once(path)
+    finally:
+        blocker.close()
+    assert proc.returncode != 0
+    assert time.monotonic() - started < 20
+    err = proc.stderr.decode()
+    assert "reticulum: cannot listen on udp 127.0.0.1:%d" % port in err, err + proc.stdout.decode()
