@@ -1,0 +1,295 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from reticulum.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    format_hostport,
+    load_config,
+    parse_hostport,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str, name: str = "r.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def error_of(data, **kw) -> str:
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(data, **kw)
+    return str(e.value)
+
+
+def test_bundled_config_loads():
+    c = load_config(REPO / "reticulum.toml")
+    assert c.domains == ["reticulum.local"]
+    assert c.realm == "reticulum.local"
+    assert c.state_dir == str(REPO / "var")
+    assert c.listen.udp == [("0.0.0.0", 5060)]
+    assert c.listen.tcp == [("0.0.0.0", 5060)]
+    assert c.listen.tls == []
+    assert c.users["alice"] == "alice-secret"
+    assert "bob" in c.users
+    assert c.timers.t1 == 0.5 and c.timers.t2 == 4.0 and c.timers.t4 == 5.0
+    assert c.timers.invite_timeout == 180
+    assert c.path == str(REPO / "reticulum.toml")
+
+
+def test_full_example(tmp_path):
+    p = write(
+        tmp_path,
+        """
+domains = ["Example.COM", "other.example"]
+state_dir = "data/state"
+[listen]
+udp = ["127.0.0.1:5060", "[::1]:5060"]
+tcp = ["0.0.0.0:5061"]
+tls = ["0.0.0.0:5062"]
+ws = ["127.0.0.1:8080"]
+wss = ["127.0.0.1:8443"]
+admin = ["127.0.0.1:8000"]
+[timers]
+t1 = 0.25
+t2 = 4
+t4 = 5.0
+invite_timeout = 60
+[users]
+alice = "a"
+"bob.smith" = "b"
+[registrar]
+min_expires = 10
+max_expires = 100
+default_expires = 50
+[auth]
+algorithms = ["sha-256"]
+max_failures = 3
+lockout_seconds = 60
+nonce_lifetime = 30
+[transport]
+max_message_size = 4096
+tcp_idle_timeout = 30
+[log]
+messages = false
+[tls]
+certificate = "cert.pem"
+private_key = "/abs/key.pem"
+verify_peers = true
+[websocket]
+allowed_origins = ["https://example.com"]
+max_frame_size = 8192
+[dialog]
+session_lifetime = 1800
+""",
+    )
+    c = load_config(str(p))
+    assert c.domains == ["example.com", "other.example"]
+    assert c.state_dir == str(tmp_path / "data" / "state")
+    assert c.listen.udp == [("127.0.0.1", 5060), ("::1", 5060)]
+    assert c.listen.tcp == [("0.0.0.0", 5061)]
+    assert c.listen.tls == [("0.0.0.0", 5062)]
+    assert c.listen.ws == [("127.0.0.1", 8080)]
+    assert c.listen.wss == [("127.0.0.1", 8443)]
+    assert c.listen.admin == [("127.0.0.1", 8000)]
+    assert c.listen.items()[0] == ("udp", ("127.0.0.1", 5060))
+    assert c.timers.t1 == 0.25 and c.timers.t2 == 4 and c.timers.invite_timeout == 60
+    assert c.users == {"alice": "a", "bob.smith": "b"}
+    assert (c.registrar.min_expires, c.registrar.max_expires, c.registrar.default_expires) == (10, 100, 50)
+    assert c.auth.algorithms == ["SHA-256"]
+    assert c.auth.max_failures == 3 and c.auth.lockout_seconds == 60 and c.auth.nonce_lifetime == 30
+    assert c.transport.max_message_size == 4096 and c.transport.tcp_idle_timeout == 30
+    assert c.log.messages is False
+    assert c.tls.certificate == str(tmp_path / "cert.pem")
+    assert c.tls.private_key == "/abs/key.pem"
+    assert c.tls.verify_peers is True
+    assert c.websocket.allowed_origins == ["https://example.com"]
+    assert c.websocket.max_frame_size == 8192
+    assert c.dialog.session_lifetime == 1800
+
+
+def test_defaults():
+    c = config_from_dict({}, base_dir="/srv/r")
+    assert isinstance(c, Config)
+    assert c.domains == ["reticulum.local"]
+    assert c.state_dir == "/srv/r/var"
+    assert c.listen.udp == [] and c.listen.tcp == []
+    assert c.users == {}
+    assert c.registrar.min_expires == 60
+    assert c.registrar.max_expires == 7200
+    assert c.registrar.default_expires == 3600
+    assert c.auth.algorithms == ["MD5", "SHA-256"]
+    assert c.auth.max_failures == 10
+    assert c.auth.lockout_seconds == 300
+    assert c.auth.nonce_lifetime == 300
+    assert c.transport.max_message_size == 65535
+    assert c.transport.tcp_idle_timeout == 600
+    assert c.log.messages is True
+    assert c.tls.certificate is None and c.tls.private_key is None and c.tls.verify_peers is False
+    assert c.websocket.allowed_origins == [] and c.websocket.max_frame_size == 65535
+    assert c.dialog.session_lifetime == 7200
+    assert c.timers.t1 == 0.5 and c.timers.t2 == 4.0 and c.timers.t4 == 5.0 and c.timers.invite_timeout == 180
+    assert c.path is None
+
+
+def test_config_is_frozen():
+    c = config_from_dict({})
+    with pytest.raises(Exception):
+        c.domains = []  # type: ignore[misc]
+    with pytest.raises(Exception):
+        c.timers.t1 = 1  # type: ignore[misc]
+
+
+def test_absolute_state_dir_kept(tmp_path):
+    c = config_from_dict({"state_dir": str(tmp_path / "x")}, base_dir="/elsewhere")
+    assert c.state_dir == str(tmp_path / "x")
+
+
+@pytest.mark.parametrize(
+    "data, key",
+    [
+        ({"domain": ["x"]}, "'domain'"),
+        ({"listen": {"sctp": ["1.2.3.4:5060"]}}, "listen.sctp"),
+        ({"timers": {"t3": 1}}, "timers.t3"),
+        ({"registrar": {"min_expire": 1}}, "registrar.min_expire"),
+        ({"auth": {"realm": "x"}}, "auth.realm"),
+        ({"transport": {"x": 1}}, "transport.x"),
+        ({"log": {"level": "debug"}}, "log.level"),
+        ({"tls": {"cert": "x"}}, "tls.cert"),
+        ({"websocket": {"origins": []}}, "websocket.origins"),
+        ({"dialog": {"lifetime": 1}}, "dialog.lifetime"),
+    ],
+)
+def test_unknown_keys_are_named(data, key):
+    msg = error_of(data)
+    assert "unknown key" in msg
+    assert key in msg
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        ("1.2.3.4", "host:port"),
+        ("1.2.3.4:", "not a number"),
+        ("1.2.3.4:0", "out of range"),
+        ("1.2.3.4:70000", "out of range"),
+        ("1.2.3.4:50x", "not a number"),
+        ("example.com:5060", "not an IP address"),
+        ("::1:5060", "[addr]:port"),
+        ("[::1:5060", "[ipv6]:port"),
+        ("[1.2.3.4]:5060", "only for IPv6"),
+        ("[zz::]:5060", "not an IPv6"),
+        (":5060", "host:port"),
+    ],
+)
+def test_bad_addresses(value, reason):
+    msg = error_of({"listen": {"tcp": ["127.0.0.1:5060", value]}})
+    assert "listen.tcp[1]" in msg
+    assert repr(value) in msg
+    assert reason in msg
+
+
+def test_address_forms():
+    assert parse_hostport("[::1]:5060") == ("::1", 5060)
+    assert parse_hostport("[::]:5060") == ("::", 5060)
+    assert parse_hostport("[0:0::1]:1") == ("::1", 1)
+    assert parse_hostport(" 10.0.0.1:65535 ") == ("10.0.0.1", 65535)
+    assert format_hostport("::1", 5060) == "[::1]:5060"
+    assert format_hostport("127.0.0.1", 5060) == "127.0.0.1:5060"
+
+
+def test_duplicate_address():
+    msg = error_of({"listen": {"udp": ["127.0.0.1:5060", "127.0.0.1:5060"]}})
+    assert "listen.udp[1]" in msg and "twice" in msg
+
+
+@pytest.mark.parametrize(
+    "data, key",
+    [
+        ({"domains": "x"}, "domains"),
+        ({"domains": []}, "domains"),
+        ({"domains": [1]}, "domains[0]"),
+        ({"domains": ["a b"]}, "domains[0]"),
+        ({"state_dir": 5}, "state_dir"),
+        ({"state_dir": ""}, "state_dir"),
+        ({"listen": ["1.2.3.4:5"]}, "listen"),
+        ({"listen": {"udp": "1.2.3.4:5060"}}, "listen.udp"),
+        ({"listen": {"udp": [5060]}}, "listen.udp[0]"),
+        ({"timers": {"t1": "fast"}}, "timers.t1"),
+        ({"timers": {"t1": 0}}, "timers.t1"),
+        ({"timers": {"t1": True}}, "timers.t1"),
+        ({"timers": {"t1": float("nan")}}, "timers.t1"),
+        ({"timers": {"t1": 5, "t2": 4}}, "timers.t2"),
+        ({"timers": {"invite_timeout": -1}}, "timers.invite_timeout"),
+        ({"users": {"alice": 5}}, "users.alice"),
+        ({"users": {"alice": ""}}, "users.alice"),
+        ({"users": {"al ice": "x"}}, "users.al ice"),
+        ({"users": {"a@b": "x"}}, "users.a@b"),
+        ({"users": "alice"}, "users"),
+        ({"registrar": {"min_expires": 1.5}}, "registrar.min_expires"),
+        ({"registrar": {"min_expires": 0}}, "registrar.min_expires"),
+        ({"registrar": {"min_expires": 100, "max_expires": 50, "default_expires": 70}}, "registrar.max_expires"),
+        ({"registrar": {"default_expires": 10}}, "registrar.default_expires"),
+        ({"auth": {"algorithms": ["SHA-1"]}}, "auth.algorithms[0]"),
+        ({"auth": {"algorithms": []}}, "auth.algorithms"),
+        ({"auth": {"algorithms": ["MD5", "md5"]}}, "auth.algorithms[1]"),
+        ({"auth": {"max_failures": -1}}, "auth.max_failures"),
+        ({"auth": {"nonce_lifetime": 0}}, "auth.nonce_lifetime"),
+        ({"transport": {"max_message_size": 100}}, "transport.max_message_size"),
+        ({"transport": {"tcp_idle_timeout": 0}}, "transport.tcp_idle_timeout"),
+        ({"log": {"messages": "yes"}}, "log.messages"),
+        ({"tls": {"verify_peers": 1}}, "tls.verify_peers"),
+        ({"tls": {"certificate": 1}}, "tls.certificate"),
+        ({"websocket": {"allowed_origins": "*"}}, "websocket.allowed_origins"),
+        ({"websocket": {"max_frame_size": 0}}, "websocket.max_frame_size"),
+        ({"dialog": {"session_lifetime": 0}}, "dialog.session_lifetime"),
+    ],
+)
+def test_bad_values_name_the_key(data, key):
+    msg = error_of(data)
+    assert key in msg, msg
+
+
+def test_error_names_the_file(tmp_path):
+    p = write(tmp_path, 'bogus = 1\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(p) in str(e.value)
+    assert "'bogus'" in str(e.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path / "nope.toml")
+    assert "not found" in str(e.value)
+    assert "nope.toml" in str(e.value)
+
+
+def test_bad_toml(tmp_path):
+    p = write(tmp_path, "domains = [\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert "not valid TOML" in str(e.value)
+
+
+def test_config_error_is_one_line(tmp_path):
+    p = write(tmp_path, '[listen]\nudp = ["1.2.3.4"]\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert "\n" not in str(e.value)
+
+
+def test_relative_path_resolved_from_config_folder(tmp_path, monkeypatch):
+    sub = tmp_path / "conf"
+    sub.mkdir()
+    p = write(sub, 'state_dir = "../state"\n')
+    monkeypatch.chdir("/")
+    c = load_config(os.path.relpath(p, "/"))
+    assert c.state_dir == str(tmp_path / "state")
