@@ -1,0 +1,290 @@
+"""Character classes and small scanners of the RFC 3261 grammar (§25), shared by the parsers.
+
+Everything here works on ``str`` values as they were decoded from the wire (UTF-8, with
+undecodable bytes kept as surrogate escapes so that they serialize back unchanged).
+"""
+from __future__ import annotations
+
+import re
+
+from .errors import ParseError
+
+ALPHANUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+HEXDIG = "0123456789abcdefABCDEF"
+MARK = "-_.!~*'()"
+UNRESERVED = ALPHANUM + MARK
+
+# token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
+TOKEN_CHARS = frozenset(ALPHANUM + "-.!%*_+`'~")
+# word (Call-ID) = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" /
+#                   "(" / ")" / "<" / ">" / ":" / "\" / DQUOTE / "/" / "[" / "]" / "?" / "{" / "}")
+WORD_CHARS = frozenset(ALPHANUM + "-.!%*_+`'~()<>:\\\"/[]?{}")
+# URI components (escapes are checked separately, so "%" is allowed in each)
+USER_CHARS = frozenset(UNRESERVED + "&=+$,;?/%" + "#")  # '#' is tolerated: phones send it
+PASSWORD_CHARS = frozenset(UNRESERVED + "&=+$,%")
+PARAM_CHARS = frozenset(UNRESERVED + "[]/:&+$%")
+URI_HEADER_CHARS = frozenset(UNRESERVED + "[]/?:+$%=&")
+HOST_CHARS = frozenset(ALPHANUM + "-._")
+IPV6_CHARS = frozenset(HEXDIG + ":.")
+SCHEME_CHARS = frozenset(ALPHANUM + "+-.")
+# Characters of an opaque (non-SIP) URI: anything visible but what would end it in a header.
+OPAQUE_CHARS = frozenset(UNRESERVED + ";/?:@&=+$,%#[]")
+# gen-value = token / host / quoted-string: an unquoted generic parameter value.
+GEN_VALUE_CHARS = frozenset(ALPHANUM + "-.!%*_+`'~" + ":[]")
+DIGITS = frozenset("0123456789")
+
+WS = " \t"
+
+
+def is_token(text: str) -> bool:
+    return bool(text) and TOKEN_CHARS.issuperset(text)
+
+
+def is_digits(text: str) -> bool:
+    return bool(text) and DIGITS.issuperset(text)
+
+
+def small_int(text: str, limit: int):
+    """The value of a run of ASCII digits if it is <= limit, -1 if larger, None if no digits.
+
+    Never calls int() on a huge string (which raises past 4300 digits)."""
+    if not text.isdigit() or not text.isascii():
+        return None
+    if len(text) > 18:
+        text = text.lstrip("0")
+        if len(text) > 18:
+            return -1
+        if not text:
+            return 0
+    value = int(text)
+    return value if value <= limit else -1
+
+
+def check_escapes(text: str) -> bool:
+    """Every '%' starts a two-hex-digit escape."""
+    i = text.find("%")
+    while i >= 0:
+        pair = text[i + 1:i + 3]
+        if len(pair) != 2 or pair[0] not in HEXDIG or pair[1] not in HEXDIG:
+            return False
+        i = text.find("%", i + 3)
+    return True
+
+
+_ESCAPE_RE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def unescape(text: str) -> str:
+    """Decode %XX escapes (as UTF-8; invalid sequences stay as surrogate escapes)."""
+    if "%" not in text:
+        return text
+    data = bytearray()
+    pos = 0
+    for match in _ESCAPE_RE.finditer(text):
+        data += text[pos:match.start()].encode("utf-8", "surrogateescape")
+        data.append(int(match.group(1), 16))
+        pos = match.end()
+    data += text[pos:].encode("utf-8", "surrogateescape")
+    return data.decode("utf-8", "surrogateescape")
+
+
+def canonical_escapes(text: str, plain: frozenset) -> str:
+    """Unescape the %XX whose character may appear unescaped (one of ``plain``); keep the
+    others escaped, with upper-case hex. "%75ser%00" -> "user%00"."""
+    if "%" not in text:
+        return text
+
+    def repl(match):
+        char = chr(int(match.group(1), 16))
+        if char in plain and char != "%":
+            return char
+        return "%" + match.group(1).upper()
+
+    return _ESCAPE_RE.sub(repl, text)
+
+
+def scan_quoted(text: str, start: int):
+    """Read the quoted-string that begins at text[start] == '"'.
+
+    Returns (index just past the closing quote, content with quoted-pairs resolved)."""
+    end = text.find('"', start + 1)
+    if end < 0:
+        raise ParseError("Unterminated quoted string")
+    if "\\" not in text[start + 1:end]:
+        return end + 1, text[start + 1:end]
+    out = []
+    i = start + 1
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            if i + 1 >= n:
+                break
+            nxt = text[i + 1]
+            if nxt in "\r\n":
+                raise ParseError("Bad quoted string")
+            out.append(nxt)
+            i += 2
+        elif c == '"':
+            return i + 1, "".join(out)
+        else:
+            out.append(c)
+            i += 1
+    raise ParseError("Unterminated quoted string")
+
+
+def quote(text: str) -> str:
+    """A quoted-string holding ``text``: '"', '\\' and control characters become quoted-pairs;
+    CR and LF (which no quoted-pair can carry) become spaces."""
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return '"' + text + '"'
+    out = ['"']
+    for c in text:
+        if c == '"' or c == "\\":
+            out.append("\\" + c)
+        elif c == "\r" or c == "\n":
+            out.append(" ")
+        elif (c < " " and c != "\t") or c == "\x7f":
+            out.append("\\" + c)
+        else:
+            out.append(c)
+    out.append('"')
+    return "".join(out)
+
+
+def unquote(text: str) -> str:
+    """The content of a quoted-string (quotes removed, quoted-pairs resolved); any other
+    text is returned unchanged."""
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        try:
+            end, value = scan_quoted(text, 0)
+        except ParseError:
+            return text
+        if end == len(text):
+            return value
+    return text
+
+
+def split_commas(value: str) -> list:
+    """Split a header value on the commas that are outside quoted strings and <...>.
+
+    The pieces are stripped of surrounding whitespace; empty pieces are kept."""
+    if "," not in value:
+        return [value.strip(WS)]
+    if '"' not in value and "<" not in value:
+        return [part.strip(WS) for part in value.split(",")]
+    out = []
+    start = 0
+    in_quote = in_angle = False
+    i = 0
+    n = len(value)
+    while i < n:
+        c = value[i]
+        if in_quote:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_quote = False
+        elif c == '"':
+            in_quote = True
+        elif c == "<":
+            in_angle = True
+        elif c == ">":
+            in_angle = False
+        elif c == "," and not in_angle:
+            out.append(value[start:i].strip(WS))
+            start = i + 1
+        i += 1
+    out.append(value[start:].strip(WS))
+    return out
+
+
+def split_list(value: str, reason: str) -> list:
+    """The elements of a list header line, for typed parsing: an empty line has none, an
+    empty element between commas is an error."""
+    parts = split_commas(value)
+    if len(parts) == 1:
+        return parts if parts[0] else []
+    for part in parts:
+        if not part:
+            raise ParseError(reason)
+    return parts
+
+
+def parse_generic_params(text: str, reason: str) -> dict:
+    """``*( SEMI generic-param )`` as found after a header value's main part.
+
+    ``text`` is empty or starts (after optional whitespace) with ';'. Names are lower-cased;
+    values are kept as sent (a quoted-string keeps its quotes); a flag parameter maps to None.
+    The first of duplicated names wins."""
+    params: dict = {}
+    if not text:
+        return params
+    if '"' not in text:
+        parts = text.split(";")
+        if parts[0].strip(WS):
+            raise ParseError(reason)
+        for part in parts[1:]:
+            name, eq, val = part.partition("=")
+            name = name.strip(WS)
+            if not name or not TOKEN_CHARS.issuperset(name):
+                raise ParseError(reason)
+            if eq:
+                val = val.strip(WS)
+                if not val or not GEN_VALUE_CHARS.issuperset(val):
+                    raise ParseError(reason)
+            else:
+                val = None
+            name = name.lower()
+            if name not in params:
+                params[name] = val
+        return params
+    # Slow path: values may be quoted strings holding ';' or '='.
+    i = 0
+    n = len(text)
+    while i < n and text[i] in WS:
+        i += 1
+    while i < n:
+        if text[i] != ";":
+            raise ParseError(reason)
+        i += 1
+        j = i
+        while j < n and text[j] not in ";=":
+            j += 1
+        name = text[i:j].strip(WS)
+        if not name or not TOKEN_CHARS.issuperset(name):
+            raise ParseError(reason)
+        val = None
+        i = j
+        if i < n and text[i] == "=":
+            i += 1
+            while i < n and text[i] in WS:
+                i += 1
+            if i < n and text[i] == '"':
+                try:
+                    end, _ = scan_quoted(text, i)
+                except ParseError:
+                    raise ParseError(reason) from None
+                val = text[i:end]
+                i = end
+                while i < n and text[i] in WS:
+                    i += 1
+            else:
+                j = i
+                while j < n and text[j] != ";":
+                    j += 1
+                val = text[i:j].strip(WS)
+                if not val or not GEN_VALUE_CHARS.issuperset(val):
+                    raise ParseError(reason)
+                i = j
+        name = name.lower()
+        if name not in params:
+            params[name] = val
+    return params
+
+
+def format_params(params: dict) -> str:
+    """';name=value;flag' for a parameter dict (values written as stored)."""
+    if not params:
+        return ""
+    return "".join(";" + k if v is None else ";" + k + "=" + v for k, v in params.items())

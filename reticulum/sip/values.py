@@ -1,0 +1,519 @@
+"""Typed header values: Address (name-addr / addr-spec), Via, CSeq, parameters, digest
+credentials and challenges, dates."""
+from __future__ import annotations
+
+import calendar
+import time
+from datetime import datetime, timezone
+
+from .errors import ParseError
+from .grammar import (
+    HOST_CHARS,
+    IPV6_CHARS,
+    TOKEN_CHARS,
+    WS,
+    format_params,
+    parse_generic_params,
+    quote,
+    scan_quoted,
+    small_int,
+)
+from .uri import URI, is_ip_literal, parse_uri
+
+MAX_CSEQ = 2 ** 31 - 1
+MAX_EXPIRES = 2 ** 32 - 1
+
+
+# -- Address ---------------------------------------------------------------------------------
+
+
+class Address:
+    """The value of From, To, Contact, Route, Record-Route, Path, Reply-To, ...
+
+    ``display`` is the display name without quotes (None when absent), ``uri`` a URI,
+    ``params`` the header parameters (names lower case, values as sent: a quoted value keeps
+    its quotes; flags -> None). ``star`` is True for the Contact value ``*`` (then ``uri`` is
+    None). str() always gives the name-addr form ``"display" <uri>;params``.
+    """
+
+    __slots__ = ("display", "uri", "params", "star")
+
+    def __init__(self, uri=None, display=None, params=None, star: bool = False):
+        if isinstance(display, URI) and not isinstance(uri, URI):
+            uri, display = display, uri  # Address(display, uri) order
+        if isinstance(uri, str):
+            uri = parse_uri(uri)
+        self.uri = uri
+        self.display = display
+        self.params = dict(params) if params else {}
+        self.star = star
+
+    @property
+    def tag(self):
+        return self.params.get("tag")
+
+    @tag.setter
+    def tag(self, value) -> None:
+        if value is None:
+            self.params.pop("tag", None)
+        else:
+            self.params["tag"] = value
+
+    def __str__(self) -> str:
+        if self.star:
+            return "*"
+        text = "<" + str(self.uri) + ">"
+        if self.display is not None:
+            text = quote(self.display) + " " + text
+        if self.params:
+            text += format_params(self.params)
+        return text
+
+    def __repr__(self) -> str:
+        return "Address(%r)" % str(self)
+
+    def copy(self) -> "Address":
+        new = Address.__new__(Address)
+        new.display = self.display
+        new.uri = self.uri.copy() if self.uri is not None else None
+        new.params = dict(self.params)
+        new.star = self.star
+        return new
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Address):
+            return NotImplemented
+        return (self.star == other.star and self.display == other.display
+                and self.uri == other.uri and self.params == other.params)
+
+    def __ne__(self, other) -> bool:
+        result = self.__eq__(other)
+        return result if result is NotImplemented else not result
+
+    __hash__ = None
+
+
+def _check_token_display(text: str) -> str:
+    # display-name = *(token LWS): token characters and whitespace; non-ASCII is tolerated.
+    for c in text:
+        if c not in TOKEN_CHARS and c not in WS and c < "\x80":
+            raise ParseError("Bad display name")
+    return text
+
+
+def parse_address(value: str, what: str = "address") -> Address:
+    """Parse a name-addr or addr-spec with its parameters (or ``*``).
+
+    Raises ParseError("Bad display name"), ParseError("Unterminated quoted string"), or
+    ParseError("Bad <what>") for anything else."""
+    return _parse_address(value, "Bad " + what)
+
+
+def _parse_address(value: str, reason: str) -> Address:
+    v = value.strip(WS)
+    if not v:
+        raise ParseError(reason)
+    display = None
+    if v[0] == '"':
+        end, display = scan_quoted(v, 0)
+        lt = end
+        while lt < len(v) and v[lt] in WS:
+            lt += 1
+        if lt >= len(v) or v[lt] != "<":
+            raise ParseError("Bad display name")
+    else:
+        if v == "*":
+            addr = Address.__new__(Address)
+            addr.display = None
+            addr.uri = None
+            addr.params = {}
+            addr.star = True
+            return addr
+        lt = v.find("<")
+        if lt >= 0:
+            cut = v.find(";")
+            if 0 <= cut < lt:
+                lt = -1  # '<' inside a parameter: addr-spec form
+            else:
+                quote_at = v.find('"')
+                if 0 <= quote_at < lt:
+                    raise ParseError("Bad display name")
+        if lt > 0:
+            display = _check_token_display(v[:lt].strip(WS)) or None
+    if lt >= 0:
+        gt = v.find(">", lt + 1)
+        if gt < 0:
+            raise ParseError(reason)
+        try:
+            uri = parse_uri(v[lt + 1:gt])
+        except ParseError:
+            raise ParseError(reason) from None
+        rest = v[gt + 1:]
+    else:
+        # addr-spec: the URI ends at the first ';' and holds no ',', '?' or whitespace
+        semi = v.find(";")
+        if semi >= 0:
+            utext = v[:semi].rstrip(WS)
+            rest = v[semi:]
+        else:
+            utext = v
+            rest = ""
+        if "?" in utext or "," in utext or ">" in utext:
+            raise ParseError(reason)
+        try:
+            uri = parse_uri(utext)
+        except ParseError:
+            raise ParseError(reason) from None
+    params = parse_generic_params(rest, reason) if rest else {}
+    addr = Address.__new__(Address)
+    addr.display = display
+    addr.uri = uri
+    addr.params = params
+    addr.star = False
+    return addr
+
+
+# -- Via -------------------------------------------------------------------------------------
+
+
+class Via:
+    """One Via value: ``SIP/2.0/transport host[:port];params``.
+
+    ``transport`` is upper case, ``host`` lower case (IPv6 without brackets), ``port`` int or
+    None, ``params`` as for Address. ``rport`` is None when absent, "" when sent as a flag.
+    """
+
+    __slots__ = ("transport", "host", "port", "params")
+
+    def __init__(self, transport: str = "UDP", host: str = "", port=None, params=None):
+        self.transport = transport.upper()
+        host = host.lower()
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        self.host = host
+        self.port = None if port is None else int(port)
+        self.params = dict(params) if params else {}
+
+    @property
+    def branch(self):
+        return self.params.get("branch")
+
+    @property
+    def received(self):
+        return self.params.get("received")
+
+    @property
+    def rport(self):
+        if "rport" not in self.params:
+            return None
+        value = self.params["rport"]
+        return "" if value is None else value
+
+    @property
+    def maddr(self):
+        return self.params.get("maddr")
+
+    def sent_by(self) -> str:
+        """'host', 'host:port' (IPv6 in brackets)."""
+        host = self.host
+        if ":" in host:
+            host = "[" + host + "]"
+        if self.port is not None:
+            return "%s:%d" % (host, self.port)
+        return host
+
+    host_port = sent_by
+
+    def __str__(self) -> str:
+        text = "SIP/2.0/" + self.transport + " " + self.sent_by()
+        if self.params:
+            text += format_params(self.params)
+        return text
+
+    def __repr__(self) -> str:
+        return "Via(%r)" % str(self)
+
+    def copy(self) -> "Via":
+        return Via(self.transport, self.host, self.port, self.params)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Via):
+            return NotImplemented
+        return (self.transport == other.transport and self.host == other.host
+                and self.port == other.port and self.params == other.params)
+
+    def __ne__(self, other) -> bool:
+        result = self.__eq__(other)
+        return result if result is NotImplemented else not result
+
+    __hash__ = None
+
+
+def parse_via(value: str) -> Via:
+    """Parse one Via value (not a comma-separated list). Raises ParseError("Bad Via")."""
+    v = value.strip(WS)
+    sp = v.find(" ", 8) if v[:8] == "SIP/2.0/" else -1
+    if sp > 8:
+        transport = v[8:sp]
+        rest = v[sp + 1:]
+    else:
+        # sent-protocol with LWS around the slashes: "SIP  /   2.0 /UDP host"
+        p1 = v.find("/")
+        p2 = v.find("/", p1 + 1) if p1 >= 0 else -1
+        if p2 < 0:
+            raise ParseError("Bad Via")
+        if v[:p1].strip(WS).upper() != "SIP" or v[p1 + 1:p2].strip(WS) != "2.0":
+            raise ParseError("Bad Via")
+        rest = v[p2 + 1:].lstrip(WS)
+        i = 0
+        while i < len(rest) and rest[i] in TOKEN_CHARS:
+            i += 1
+        transport = rest[:i]
+        if i >= len(rest) or rest[i] not in WS:
+            raise ParseError("Bad Via")
+        rest = rest[i:]
+    if not transport or not TOKEN_CHARS.issuperset(transport):
+        raise ParseError("Bad Via")
+    semi = rest.find(";")
+    if semi >= 0:
+        sent_by = rest[:semi].strip(WS)
+        params = parse_generic_params(rest[semi:], "Bad Via")
+    else:
+        sent_by = rest.strip(WS)
+        params = {}
+    host, port = _parse_host_port(sent_by, "Bad Via")
+    via = Via.__new__(Via)
+    via.transport = transport.upper()
+    via.host = host
+    via.port = port
+    via.params = params
+    return via
+
+
+def _parse_host_port(text: str, reason: str):
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise ParseError(reason)
+        host = text[1:close]
+        if not host or not IPV6_CHARS.issuperset(host) or not is_ip_literal(host):
+            raise ParseError(reason)
+        after = text[close + 1:].strip(WS)
+        port_text = None
+        if after:
+            if after[0] != ":":
+                raise ParseError(reason)
+            port_text = after[1:].strip(WS)
+    else:
+        host, colon, port_text = text.partition(":")
+        host = host.rstrip(WS)
+        port_text = port_text.strip(WS) if colon else None
+        if not host or not HOST_CHARS.issuperset(host):
+            raise ParseError(reason)
+    port = None
+    if port_text is not None:
+        port = small_int(port_text, 65535)
+        if port is None or port < 0:
+            raise ParseError(reason)
+    return host.lower(), port
+
+
+# -- CSeq ------------------------------------------------------------------------------------
+
+
+class CSeq:
+    """``number method``; the number is below 2**31."""
+
+    __slots__ = ("number", "method")
+
+    def __init__(self, number: int, method: str):
+        self.number = int(number)
+        self.method = method
+
+    def __str__(self) -> str:
+        return "%d %s" % (self.number, self.method)
+
+    def __repr__(self) -> str:
+        return "CSeq(%d, %r)" % (self.number, self.method)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, CSeq):
+            return NotImplemented
+        return self.number == other.number and self.method == other.method
+
+    def __ne__(self, other) -> bool:
+        result = self.__eq__(other)
+        return result if result is NotImplemented else not result
+
+    def __hash__(self) -> int:
+        return hash((self.number, self.method))
+
+
+def parse_cseq(value: str) -> CSeq:
+    """Raises ParseError("Bad CSeq") or ParseError("CSeq out of range")."""
+    parts = value.replace("\t", " ").split(" ")
+    if len(parts) != 2:
+        parts = [p for p in parts if p]
+        if len(parts) != 2:
+            raise ParseError("Bad CSeq")
+    number_text, method = parts
+    number = small_int(number_text, MAX_CSEQ)
+    if number is None or not method or not TOKEN_CHARS.issuperset(method):
+        raise ParseError("Bad CSeq")
+    if number < 0:
+        raise ParseError("CSeq out of range")
+    cseq = CSeq.__new__(CSeq)
+    cseq.number = number
+    cseq.method = method
+    return cseq
+
+
+# -- generic parameters ----------------------------------------------------------------------
+
+
+def parse_params(text: str) -> dict:
+    """Parse ``;name=value;flag...`` (the leading ';' is optional).
+
+    Names are lower-cased, values kept as sent (quoted strings keep their quotes), flags map
+    to None. Raises ParseError("Bad parameter")."""
+    t = text.strip(WS)
+    if not t:
+        return {}
+    if t[0] != ";":
+        t = ";" + t
+    return parse_generic_params(t, "Bad parameter")
+
+
+# -- digest (and other) credentials and challenges -------------------------------------------
+
+
+def parse_auth(value: str):
+    """Parse a WWW-Authenticate / Proxy-Authenticate challenge or an Authorization /
+    Proxy-Authorization credential: ``scheme name=value, name="quoted", ...``.
+
+    Returns (scheme, params): the scheme as sent ("digest" in any case is given as "Digest"),
+    parameter names lower-cased, values with quotes removed and quoted-pairs resolved.
+    Raises ParseError("Bad auth header") (also for a repeated parameter)."""
+    v = value.strip(WS)
+    i = 0
+    n = len(v)
+    while i < n and v[i] in TOKEN_CHARS:
+        i += 1
+    scheme = v[:i]
+    if not scheme or (i < n and v[i] not in WS):
+        raise ParseError("Bad auth header")
+    if scheme.lower() == "digest":
+        scheme = "Digest"
+    params: dict = {}
+    while i < n and v[i] in WS:
+        i += 1
+    if i >= n:
+        return scheme, params
+    while True:
+        j = i
+        while j < n and v[j] in TOKEN_CHARS:
+            j += 1
+        name = v[i:j].lower()
+        k = j
+        while k < n and v[k] in WS:
+            k += 1
+        if not name or k >= n or v[k] != "=":
+            raise ParseError("Bad auth header")
+        k += 1
+        while k < n and v[k] in WS:
+            k += 1
+        if k < n and v[k] == '"':
+            try:
+                k, val = scan_quoted(v, k)
+            except ParseError:
+                raise ParseError("Bad auth header") from None
+        else:
+            start = k
+            while k < n and v[k] not in WS and v[k] != ",":
+                k += 1
+            val = v[start:k]
+            if not val or '"' in val:
+                raise ParseError("Bad auth header")
+        if name in params:
+            raise ParseError("Bad auth header")
+        params[name] = val
+        while k < n and v[k] in WS:
+            k += 1
+        if k >= n:
+            return scheme, params
+        if v[k] != ",":
+            raise ParseError("Bad auth header")
+        k += 1
+        while k < n and (v[k] in WS or v[k] == ","):
+            k += 1
+        if k >= n:
+            return scheme, params
+        i = k
+
+
+# Directives written as quoted strings when format_auth is given no ``quoted`` set.
+DIGEST_QUOTED = frozenset((
+    "username", "realm", "nonce", "uri", "response", "cnonce", "opaque", "domain",
+    "nextnonce", "rspauth",
+))
+
+
+def format_auth(scheme: str, params: dict, quoted=None) -> str:
+    """``scheme name=value, name="value", ...``: the names in ``quoted`` (default
+    DIGEST_QUOTED) are written as quoted strings, the others as they are."""
+    if quoted is None:
+        quoted = DIGEST_QUOTED
+    parts = []
+    for name, value in params.items():
+        value = "" if value is None else str(value)
+        if name in quoted:
+            value = quote(value)
+        elif "\r" in value or "\n" in value:
+            raise ValueError("auth parameter %r holds CR or LF" % name)
+        parts.append(name + "=" + value)
+    return scheme + " " + ", ".join(parts) if parts else scheme
+
+
+# -- dates -----------------------------------------------------------------------------------
+
+_WKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def parse_date(value: str) -> datetime:
+    """An RFC 1123 date in GMT as SIP requires (``Sat, 13 Nov 2010 23:29:00 GMT``), as an
+    aware UTC datetime. Raises ParseError("Bad Date")."""
+    v = value.strip(WS)
+    if len(v) != 29 or v[3:5] != ", " or v[7] != " " or v[11] != " " or v[16] != " " \
+            or v[19] != ":" or v[22] != ":" or v[25:].upper() != " GMT":
+        raise ParseError("Bad Date")
+    if v[:3].title() not in _WKDAYS:
+        raise ParseError("Bad Date")
+    month = v[8:11].title()
+    if month not in _MONTHS:
+        raise ParseError("Bad Date")
+    fields = (v[12:16], v[5:7], v[17:19], v[20:22], v[23:25])
+    for field in fields:
+        if small_int(field, 9999) is None:
+            raise ParseError("Bad Date")
+    year, day, hour, minute, second = (int(f) for f in fields)
+    try:
+        return datetime(year, _MONTHS.index(month) + 1, day, hour, minute, second,
+                        tzinfo=timezone.utc)
+    except ValueError:
+        raise ParseError("Bad Date") from None
+
+
+def format_date(when=None) -> str:
+    """A SIP Date value for a POSIX time (now when None)."""
+    if when is None:
+        when = time.time()
+    t = time.gmtime(when)
+    return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (
+        _WKDAYS[t.tm_wday], t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year,
+        t.tm_hour, t.tm_min, t.tm_sec)
+
+
+def date_timestamp(value: str) -> float:
+    """The POSIX time of a SIP Date value. Raises ParseError("Bad Date")."""
+    return float(calendar.timegm(parse_date(value).utctimetuple()))
