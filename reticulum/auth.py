@@ -277,7 +277,7 @@ class Authenticator:
             return _BAD
         if not self._uri_matches(uri, request):
             return _BAD
-        ha1 = self.accounts.ha1(username, realm, algorithm)
+        ha1 = self.accounts.ha1(username, realm, digest.base_algorithm(algorithm))
         known = ha1 is not None
         if not known:
             ha1 = self._decoy_ha1(username, realm, algorithm)

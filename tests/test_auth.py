@@ -5,6 +5,8 @@ import os
 import stat
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from reticulum import auth as auth_module
@@ -552,3 +554,24 @@ def test_corrupt_secret_is_reported(tmp_path):
     (tmp_path / "nonce.secret").write_text("not hex\n")
     with pytest.raises(ValueError, match="nonce.secret"):
         load_or_create_secret(str(tmp_path))
+
+
+# -- robustness ----------------------------------------------------------------------------------
+
+_text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=60)
+_names = st.sampled_from(["username", "realm", "nonce", "uri", "response", "algorithm",
+                          "cnonce", "nc", "qop", "opaque", "x"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(_names, _text, max_size=11), st.booleans())
+def test_arbitrary_credentials_never_break_anything(params, realm_ok):
+    clock = Clock()
+    clock.advance(START)
+    authn = make_auth(clock)
+    if realm_ok:
+        params["realm"] = "example.com"
+    value = format_auth("Digest", params, set(params))
+    result = attempt(authn, value)
+    assert result.user is None
+    assert result.response.status == 401
