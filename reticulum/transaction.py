@@ -306,7 +306,8 @@ class TransactionLayer:
 
     def handle_response(self, response) -> bool:
         """§17.1.3: give a response to its client transaction. False when none matches."""
-        branch = response.via.branch
+        via = response.via
+        branch = via.branch if via is not None else None
         if not branch:
             return False
         method = response.cseq.method
