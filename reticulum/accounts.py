@@ -53,6 +53,18 @@ def _run(db: sqlite3.Connection, sql: str, params: tuple = ()) -> list:
         cursor.close()
 
 
+def _make_private(path: str) -> None:
+    """Password-equivalent hashes live in the file: nobody but its owner may read it (SQLite
+    gives the -wal and -shm files the database file's mode when it creates them)."""
+    for name in (path, path + "-wal", path + "-shm"):
+        try:
+            mode = os.stat(name).st_mode
+            if mode & 0o077:
+                os.chmod(name, mode & 0o700)
+        except OSError:
+            pass  # absent, or not ours to change
+
+
 def valid_name(name: str) -> bool:
     return bool(name) and len(name) <= 128 and _NAME_FORBIDDEN.search(name) is None
 
@@ -105,11 +117,11 @@ class AccountStore:
             directory = os.path.dirname(self.path)
             if directory:
                 os.makedirs(directory, exist_ok=True)
-            # Password-equivalent hashes live here: nobody else reads the file.
             try:
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             except FileExistsError:
                 pass
+        _make_private(self.path)
         db = sqlite3.connect(
             self.path, timeout=BUSY_TIMEOUT_MS / 1000.0, isolation_level=None,
             check_same_thread=False,

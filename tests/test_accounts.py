@@ -86,6 +86,25 @@ def test_database_file_is_private(store, path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
+def test_a_database_made_by_someone_else_becomes_private(path):
+    os.makedirs(os.path.dirname(path))
+    other = sqlite3.connect(path)
+    other.execute("PRAGMA journal_mode=WAL").fetchall()
+    other.execute("CREATE TABLE bindings (aor TEXT)")
+    other.commit()
+    os.chmod(path, 0o644)
+    store = AccountStore(path, REALMS, watch=False)
+    store.start()
+    try:
+        store.set_password("alice", "pw")
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                assert stat.S_IMODE(os.stat(path + suffix).st_mode) & 0o077 == 0, suffix
+    finally:
+        store.stop()
+        other.close()
+
+
 def test_exists_names_remove(store):
     assert store.names() == []
     store.set_password("bob", "pw1")
