@@ -243,19 +243,14 @@ class MemoryLocation(LocationStore):
 
     def put(self, binding: Binding) -> None:
         aor = binding.aor
+        if binding.instance is not None and binding.reg_id is not None:
+            for other in self.find_instance(aor, binding.instance, binding.reg_id):
+                if other.contact != binding.contact:
+                    self._drop(other)
+                    self._persist_remove(aor, other.contact)
         contacts = self._aors.get(aor)
         if contacts is None:
             contacts = self._aors[aor] = {}
-        if binding.instance is not None and binding.reg_id is not None:
-            for other in [
-                b
-                for b in contacts.values()
-                if b.instance == binding.instance
-                and b.reg_id == binding.reg_id
-                and b.contact != binding.contact
-            ]:
-                self._drop(other)
-                self._persist_remove(aor, other.contact)
         old = contacts.get(binding.contact)
         if old is not None:
             self._unindex_flow(old)

@@ -216,9 +216,11 @@ def test_re_registering_does_not_grow_the_store(store, clock):
 _contacts = st.sampled_from(["sip:a@192.0.2.1", "sip:b@192.0.2.2", "sip:c@192.0.2.3"])
 _aors = st.sampled_from(["sip:x@example.com", "sip:y@example.com"])
 _flows = st.sampled_from([None, udp(), tcp(conn=1), tcp(conn=2, port=40001)])
+_instances = st.sampled_from([None, ("<urn:uuid:1>", 1), ("<urn:uuid:1>", 2), ("<urn:uuid:2>", 1)])
 _ops = st.lists(
     st.one_of(
-        st.tuples(st.just("put"), _aors, _contacts, st.integers(1, 50), _flows, st.booleans()),
+        st.tuples(st.just("put"), _aors, _contacts, st.integers(1, 50), _flows, st.booleans(),
+                  _instances),
         st.tuples(st.just("remove"), _aors, _contacts),
         st.tuples(st.just("remove_all"), _aors),
         st.tuples(st.just("closed"), _flows),
@@ -238,10 +240,16 @@ def test_random_operations_match_a_simple_model(ops):
     for op in ops:
         kind = op[0]
         if kind == "put":
-            _, aor, contact, life, flow, with_path = op
+            _, aor, contact, life, flow, with_path, outbound = op
+            instance, reg_id = outbound or (None, None)
             b = make(contact, aor=aor, expires_at=now + life, flow=flow, registered_at=now,
-                     path=["<sip:edge.example.com;lr>"] if with_path else [])
+                     path=["<sip:edge.example.com;lr>"] if with_path else [],
+                     instance=instance, reg_id=reg_id)
             store.put(b)
+            if instance is not None:
+                for key in [k for k, o in model.items()
+                            if k[0] == aor and (o.instance, o.reg_id) == (instance, reg_id)]:
+                    del model[key]
             model[(aor, contact)] = b
         elif kind == "remove":
             store.remove(op[1], op[2])
@@ -273,6 +281,7 @@ def test_random_operations_match_a_simple_model(ops):
                 key=lambda b: (-b.q, -b.registered_at),
             )
             assert [b.contact for b in store.lookup(aor, now)] == [b.contact for b in live]
+        assert sorted(store.aors()) == sorted({a for a, _ in model})
     assert len(store._heap) <= 2 * store.count() + 1025
 
 
