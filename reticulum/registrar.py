@@ -1,0 +1,343 @@
+"""The registrar: RFC 3261 §10.3 REGISTER processing, RFC 5626 outbound, RFC 3327 Path.
+
+Sans-IO: :meth:`Registrar.handle` takes a parsed REGISTER (already authenticated and
+authorised for its To address by the caller) and the flow it arrived on, updates the
+location store and returns the response to send.  Time comes from the injected clock.
+
+Every request is checked completely before anything in the store changes, so a REGISTER
+that fails (400, 423, 500) leaves the bindings exactly as they were.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any
+
+from reticulum.location import Binding, LocationStore, _emit
+from reticulum.sip import ParseError, Request, Response, make_response
+
+__all__ = ["Registrar", "SUPPORTED"]
+
+#: what the registrar advertises in every 200 to a REGISTER
+SUPPORTED = "outbound, path"
+
+_CONTACT_SCHEMES = ("sip", "sips")
+_MAX_DELTA = 2**32 - 1  # RFC 3261 delta-seconds ceiling
+_MAX_REG_ID = 2**31 - 1  # RFC 5626 reg-id range
+_TOKEN_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
+)
+
+
+class _Reject(Exception):
+    """Stops processing with a final response."""
+
+    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]] | None = None):
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers or []
+
+
+@dataclass
+class _Change:
+    """One Contact of the REGISTER, checked and ready to apply."""
+
+    contact: str
+    expires: int  # 0: remove
+    q: float
+    instance: str | None
+    reg_id: int | None
+    params: str
+
+
+def _format_q(q: float) -> str:
+    text = ("%.3f" % q).rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def _format_param(name: str, value: str | None) -> str:
+    if value is None:
+        return name
+    if value == "" or (not value.startswith('"') and any(c not in _TOKEN_CHARS for c in value)):
+        value = '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"')
+    return "%s=%s" % (name, value)
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return value
+
+
+def _delta_seconds(text: str) -> int | None:
+    text = text.strip()
+    if not text.isdigit() or not text.isascii():
+        return None
+    return min(int(text), _MAX_DELTA)
+
+
+def _parse_q(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        q = float(text.strip())
+    except ValueError:
+        return None
+    if math.isnan(q) or q < 0.0 or q > 1.0:
+        return None
+    return q
+
+
+def _option_tags(request: Request, name: str) -> set[str]:
+    tags = set()
+    for value in request.get_all(name):
+        for tag in value.split(","):
+            tag = tag.strip().lower()
+            if tag:
+                tags.add(tag)
+    return tags
+
+
+class Registrar:
+    """REGISTER processing for the ``domains`` this server is responsible for."""
+
+    def __init__(
+        self,
+        domains: list[str],
+        location: LocationStore,
+        clock: Any,
+        min_expires: int = 60,
+        max_expires: int = 7200,
+        default_expires: int = 3600,
+        log: Any = None,
+    ) -> None:
+        self.domains = {d.strip().lower().strip("[]") for d in domains}
+        self.location = location
+        self.clock = clock
+        self.min_expires = int(min_expires)
+        self.max_expires = int(max_expires)
+        self.default_expires = int(default_expires)
+        self.log = log if log is not None else logging.getLogger("reticulum.registrar")
+
+    # -- public --------------------------------------------------------------------------------
+
+    def handle(
+        self, request: Request, flow: Any, authenticated_user: str | None = None
+    ) -> Response:
+        """Process one REGISTER; returns the final response (never raises for bad input)."""
+        now = self.clock.seconds()
+        try:
+            return self._handle(request, flow, authenticated_user, now)
+        except _Reject as reject:
+            return self._reply(request, reject.status, reject.reason, reject.headers)
+        except ParseError as e:
+            return self._reply(request, 400, getattr(e, "reason", None) or "Bad Request")
+
+    def flow_closed(self, flow: Any) -> list[Binding]:
+        """The connection ``flow`` is gone: drop the bindings only reachable through it."""
+        return self.location.flow_closed(flow)
+
+    # -- processing ----------------------------------------------------------------------------
+
+    def _handle(
+        self, request: Request, flow: Any, user: str | None, now: float
+    ) -> Response:
+        aor = self._aor(request)
+        contacts = request.contacts
+        if not contacts:
+            return self._ok(request, aor, now)
+
+        call_id = request.call_id
+        cseq = request.cseq.number
+        header_expires = request.expires
+
+        if any(c.star for c in contacts):
+            if len(contacts) != 1 or header_expires != 0:
+                raise _Reject(400, "Invalid wildcard Contact")
+            # §10.3 step 6: every binding goes, unless one of them is newer (same Call-ID,
+            # CSeq not lower) -- then nothing does
+            for binding in self.location.bindings(aor, now):
+                self._check_order(binding, call_id, cseq)
+            removed = self.location.remove_all(aor)
+            _emit(self.log, "debug", "register %s: removed all %d bindings" % (aor, len(removed)))
+            return self._ok(request, aor, now)
+
+        supported = _option_tags(request, "Supported")
+        changes = [self._check_contact(c, header_expires) for c in contacts]
+
+        if "outbound" in supported:
+            with_reg_id = [ch for ch in changes if ch.reg_id is not None and ch.expires > 0]
+            if len(with_reg_id) > 1:
+                raise _Reject(400, "More than one Contact with reg-id")
+
+        # §10.3 step 7 for every affected binding before anything changes
+        for change in changes:
+            existing = self.location.get(aor, change.contact)
+            if existing is not None and existing.expires_at > now:
+                self._check_order(existing, call_id, cseq)
+            if change.instance is not None and change.reg_id is not None:
+                for existing in self.location.find_instance(aor, change.instance, change.reg_id):
+                    if existing.expires_at > now:
+                        self._check_order(existing, call_id, cseq)
+
+        path = request.get_all("Path")
+        outbound = False
+        for change in changes:
+            if change.expires == 0:
+                self.location.remove(aor, change.contact)
+                if change.instance is not None and change.reg_id is not None:
+                    for existing in self.location.find_instance(
+                        aor, change.instance, change.reg_id
+                    ):
+                        self.location.remove(aor, existing.contact)
+                continue
+            if change.reg_id is not None and "outbound" in supported:
+                outbound = True
+            self.location.put(
+                Binding(
+                    aor=aor,
+                    contact=change.contact,
+                    expires_at=now + change.expires,
+                    q=change.q,
+                    call_id=call_id,
+                    cseq=cseq,
+                    instance=change.instance,
+                    reg_id=change.reg_id,
+                    path=list(path),
+                    flow=flow,
+                    params=change.params,
+                    registered_at=now,
+                )
+            )
+        _emit(
+            self.log,
+            "debug",
+            "register %s from %s: %s"
+            % (
+                aor,
+                getattr(flow, "remote", None),
+                ", ".join("%s (%ds)" % (ch.contact, ch.expires) for ch in changes),
+            ),
+        )
+        return self._ok(
+            request, aor, now, outbound=outbound, path=path if "path" in supported else None
+        )
+
+    def _aor(self, request: Request) -> str:
+        uri = request.to.uri
+        if uri.scheme not in _CONTACT_SCHEMES:
+            raise _Reject(400, "Unsupported To URI scheme")
+        host = (uri.host or "").lower()
+        if host not in self.domains:
+            raise _Reject(403, "Not a domain served here")
+        if not uri.user:
+            raise _Reject(404, "Not Found")
+        return uri.aor()
+
+    def _check_contact(self, address: Any, header_expires: int | None) -> _Change:
+        uri = address.uri
+        if uri.scheme not in _CONTACT_SCHEMES:
+            raise _Reject(400, "Unsupported Contact URI scheme")
+        params = address.params
+
+        raw = params.get("expires")
+        if raw is not None:
+            expires = _delta_seconds(raw)
+            if expires is None:
+                raise _Reject(400, "Bad Contact expires")
+        elif header_expires is not None:
+            expires = min(int(header_expires), _MAX_DELTA)
+            if expires < 0:
+                raise _Reject(400, "Bad Expires")
+        else:
+            expires = self.default_expires
+        if 0 < expires < self.min_expires:
+            raise _Reject(
+                423, "Interval Too Brief", [("Min-Expires", str(self.min_expires))]
+            )
+        if expires > self.max_expires:
+            expires = self.max_expires
+
+        q = 1.0
+        if "q" in params:
+            q = _parse_q(params.get("q"))
+            if q is None:
+                raise _Reject(400, "Bad q value")
+
+        instance = None
+        raw_instance = params.get("+sip.instance")
+        if raw_instance:
+            instance = _unquote(raw_instance).lower() or None
+        reg_id = None
+        raw_reg_id = params.get("reg-id")
+        if raw_reg_id is not None:
+            text = _unquote(raw_reg_id)
+            if not text.isdigit() or not text.isascii() or not 0 < int(text) <= _MAX_REG_ID:
+                raise _Reject(400, "Bad reg-id")
+            if instance is not None:  # RFC 5626: reg-id means nothing without an instance
+                reg_id = int(text)
+
+        echoed = ";".join(
+            _format_param(name, value)
+            for name, value in params.items()
+            if name not in ("expires", "q")
+        )
+        return _Change(str(uri), expires, q, instance, reg_id, echoed)
+
+    @staticmethod
+    def _check_order(binding: Binding, call_id: str, cseq: int) -> None:
+        if binding.call_id == call_id and cseq <= binding.cseq:
+            raise _Reject(500, "Out of order")
+
+    # -- responses -----------------------------------------------------------------------------
+
+    def _contact_value(self, binding: Binding, now: float) -> str:
+        value = "<%s>;expires=%d" % (binding.contact, binding.remaining(now))
+        if binding.q != 1.0:
+            value += ";q=" + _format_q(binding.q)
+        if binding.params:
+            value += ";" + binding.params
+        return value
+
+    def _ok(
+        self,
+        request: Request,
+        aor: str,
+        now: float,
+        outbound: bool = False,
+        path: list[str] | None = None,
+    ) -> Response:
+        response = make_response(request, 200, "OK", to_tag=self._tag(request))
+        if path:
+            for value in path:
+                response.add("Path", value)
+        for binding in self.location.bindings(aor, now):
+            response.add("Contact", self._contact_value(binding, now))
+        if outbound:
+            response.add("Require", "outbound")
+        response.add("Supported", SUPPORTED)
+        response.add("Date", formatdate(now, usegmt=True))
+        return response
+
+    def _reply(
+        self, request: Request, status: int, reason: str, headers: list[tuple[str, str]] = ()
+    ) -> Response:
+        response = make_response(request, status, reason, to_tag=self._tag(request))
+        for name, value in headers:
+            response.add(name, value)
+        return response
+
+    @staticmethod
+    def _tag(request: Request) -> str | None:
+        try:
+            if request.to.tag:
+                return None
+        except Exception:
+            pass
+        return secrets.token_hex(6)
