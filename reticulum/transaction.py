@@ -109,6 +109,12 @@ class Timers:
     def m(self) -> float:
         return 64 * self.t1
 
+    @property
+    def unanswered(self) -> float:
+        """How long a non-INVITE server transaction waits for its TU's final response (twice
+        Timer F: the client has given up long before)."""
+        return 128 * self.t1
+
     def d(self, reliable: bool = False) -> float:
         return 0.0 if reliable else self.D_UNRELIABLE
 
@@ -269,6 +275,10 @@ class TransactionLayer:
         if old is not None:
             self.log("Server transaction %s replaced while %s" % (key, old.state))
         self._servers[key] = st
+        if not st.is_invite:
+            # A TU that never answers must not leave the transaction behind: the client gave
+            # up at 64*T1 (Timer F) anyway.
+            st._timeout = self.clock.callLater(self.timers.unanswered, st._timer_unanswered)
         return st
 
     def find_invite_server(self, cancel_request) -> "Optional[ServerTransaction]":
@@ -435,6 +445,7 @@ class ServerTransaction:
                     self.state = PROCEEDING
                     return
                 self.state = COMPLETED
+                self._cancel_timers()
                 delay = self.layer.timers.j(self.reliable)
                 if delay <= 0:
                     self._terminate()
@@ -511,6 +522,12 @@ class ServerTransaction:
 
     _timer_j = _timer_i
     _timer_l = _timer_i
+
+    def _timer_unanswered(self) -> None:
+        self._timeout = None
+        if self.state == TRYING or self.state == PROCEEDING:
+            self.layer.log("%s: no final response from the TU" % (self,))
+            self._terminate()
 
     # -- internals
 

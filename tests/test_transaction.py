@@ -4,15 +4,13 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
+from reticulum.sip import make_response, parse
 from reticulum.transaction import (
     ClientTransaction,
     ServerTransaction,
     Timers,
     TransactionLayer,
 )
-
-from reticulum.sip import make_response, parse
-
 
 T1, T2, T4 = 0.5, 4.0, 5.0
 T64 = 64 * T1
@@ -187,6 +185,7 @@ def test_timer_values_are_derived_from_t1_t2_t4():
     assert custom.b == pytest.approx(6.4)
     assert custom.j() == pytest.approx(6.4)
     assert custom.k() == 3.0
+    assert timers.unanswered == 64.0
     assert custom == Timers(0.1, 2.0, 3.0)
 
 
@@ -966,3 +965,37 @@ def test_a_thousand_transactions_of_each_kind_leave_nothing_behind():
     assert len(layer) == 0
     assert layer.server_count == 0 and layer.client_count == 0
     assert not clock.getDelayedCalls()
+
+
+def test_non_invite_server_without_a_final_response_is_dropped_after_128_t1():
+    clock, wire, layer = make_layer()
+    options = request("OPTIONS")
+    tu = TU()
+    st = layer.new_server(options, UDP, tu)
+    st.respond(respond(options, 100))
+    clock.advance(2 * T64 - 0.01)
+    assert st.state == "proceeding"
+    clock.advance(0.02)
+    assert st.state == "terminated" and len(layer) == 0
+    assert tu.names() == ["server_terminated"]
+
+
+def test_non_invite_server_final_cancels_the_unanswered_guard():
+    clock, wire, layer = make_layer()
+    options = request("OPTIONS")
+    tu = TU()
+    st = layer.new_server(options, UDP, tu)
+    clock.advance(T64)
+    st.respond(respond(options, 408))
+    assert st.state == "completed"
+    assert len(clock.getDelayedCalls()) == 1  # Timer J only
+    clock.advance(T64)
+    assert st.state == "terminated"
+    assert tu.names() == ["server_terminated"]
+
+
+def test_invite_server_in_proceeding_waits_for_its_tu():
+    clock, wire, layer = make_layer()
+    st = layer.new_server(request(), UDP, TU())
+    clock.advance(3600)
+    assert st.state == "proceeding" and not clock.getDelayedCalls()
