@@ -125,6 +125,8 @@ class StreamProtocol(Protocol):
 class StreamServerFactory(Factory):
     """Accepts connections on one listening socket."""
 
+    noisy = False
+
     def __init__(self, transports: "Transports", transport_name: str = "tcp") -> None:
         self.transports = transports
         self.transport_name = transport_name

@@ -30,6 +30,8 @@ class UDPProtocol(DatagramProtocol):
     their header block.
     """
 
+    noisy = False
+
     def __init__(self, transports: "Transports", local: Tuple[str, int]) -> None:
         self.transports = transports
         #: the configured (host, port) of this socket: the ``local`` of its flows
