@@ -139,12 +139,14 @@ class Headers:
             return
         if hasattr(items, "items"):
             items = items.items()
+        h = self._h
         for name, value in items:
+            key, display = _check_name(name)
             if isinstance(value, (list, tuple)):
                 for one in value:
-                    self.add(name, one)
+                    h.append((key, display, _check_value(one)))
             else:
-                self.add(name, value)
+                h.append((key, display, _check_value(value)))
 
     # -- reading -------------------------------------------------------------------------------
 
