@@ -574,7 +574,8 @@ class SqliteLocation(MemoryLocation):
     def _writer(self) -> None:
         db = None
         try:
-            db = sqlite3.connect(self.path, isolation_level=None)
+            # off the reactor thread, so waiting out another writer of the file is fine
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
             db.execute("PRAGMA journal_mode=WAL").fetchall()
             db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as e:
@@ -618,7 +619,7 @@ class SqliteLocation(MemoryLocation):
             self.errors += 1
             return
         try:
-            db.execute("BEGIN")
+            db.execute("BEGIN IMMEDIATE")
             for kind, args in batch:
                 if kind == _PUT:
                     db.execute(_UPSERT, args)
