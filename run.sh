@@ -63,10 +63,11 @@ ensure_pypy() {
     fi
 }
 
-pypy_installable() {
+# have_pypy: true when pypy3 is there or could be installed now
+have_pypy() {
     command -v pypy3 >/dev/null 2>&1 && return 0
-    command -v apt-cache >/dev/null 2>&1 || return 1
-    [ -n "$(apt-cache policy pypy3 2>/dev/null | awk '/Candidate:/ {print $2}' | grep -v '(none)' || true)" ]
+    apt_install pypy3 || return 1
+    command -v pypy3 >/dev/null 2>&1
 }
 
 # ensure_env KIND -> prints the venv folder; KIND is "cpython" or "pypy"
@@ -156,7 +157,7 @@ cmd_test() {
     if [ "$pypy_pass" != 1 ]; then
         return "$rc"
     fi
-    if ! pypy_installable; then
+    if ! have_pypy; then
         say "PyPy is neither installed nor installable here: the PyPy pass is skipped"
         return "$rc"
     fi
