@@ -91,10 +91,12 @@ class RegistrarConfig:
     min_expires: int = 60
     max_expires: int = 7200
     default_expires: int = 3600
+    store: str = "sqlite"  # "sqlite" (bindings survive restarts) or "memory"
 
 
 @dataclass(frozen=True)
 class AuthConfig:
+    enabled: bool = True  # off: nobody is challenged (a closed lab, a benchmark)
     algorithms: List[str] = field(default_factory=lambda: ["MD5", "SHA-256"])
     max_failures: int = 10
     lockout_seconds: float = 300
@@ -331,8 +333,12 @@ def _registrar(r: "_Reader") -> RegistrarConfig:
         raise ConfigError(
             r.msg("default_expires", "must lie between min_expires (%d) and max_expires (%d)" % (min_e, max_e))
         )
+    store = r.string("store", "sqlite", non_empty=True)
+    if store not in ("sqlite", "memory"):
+        raise ConfigError(r.msg("store", "must be \"sqlite\" or \"memory\""))
     r.finish()
-    return RegistrarConfig(min_expires=min_e, max_expires=max_e, default_expires=default_e)
+    return RegistrarConfig(min_expires=min_e, max_expires=max_e, default_expires=default_e,
+                           store=store)
 
 
 def _auth(r: "_Reader") -> AuthConfig:
@@ -350,8 +356,9 @@ def _auth(r: "_Reader") -> AuthConfig:
     max_failures = r.integer("max_failures", 10, minimum=0)
     lockout = r.number("lockout_seconds", 300, minimum=0)
     nonce_lifetime = r.number("nonce_lifetime", 300, minimum=1)
+    enabled = r.boolean("enabled", True)
     r.finish()
-    return AuthConfig(algorithms=out, max_failures=max_failures, lockout_seconds=lockout, nonce_lifetime=nonce_lifetime)
+    return AuthConfig(enabled=enabled, algorithms=out, max_failures=max_failures, lockout_seconds=lockout, nonce_lifetime=nonce_lifetime)
 
 
 def _transport(r: "_Reader") -> TransportConfig:
