@@ -68,8 +68,10 @@ class Core:
         return os.path.join(self.config.state_dir, "reticulum.sqlite3")
 
     def _make_location(self):
-        from reticulum.location import SqliteLocation
+        from reticulum.location import MemoryLocation, SqliteLocation
 
+        if self.config.registrar.store == "memory":
+            return MemoryLocation()
         return SqliteLocation(self._database_path(), clock=self.clock)
 
     def _make_accounts(self):

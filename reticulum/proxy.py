@@ -16,7 +16,7 @@ import os
 
 from twisted.logger import Logger
 
-from reticulum.dns import Target, resolve_uri
+from reticulum.dns import is_ip, resolve_uri
 from reticulum.sip import Request, Response, make_response, parse_address, parse_uri
 
 ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "MESSAGE", "INFO",
@@ -274,7 +274,8 @@ class Proxy:
     def next_hop(self, request: Request, binding):
         """The flow or Target for a forwarded request (§16.6 steps 6-7, RFC 5626 flows)."""
         sips = request.uri.scheme == "sips"
-        if binding is not None and binding.flow is not None and not binding.path:
+        if binding is not None and binding.flow is not None and not binding.path \
+                and self._use_flow(binding.flow, request.uri):
             flow = binding.flow
             if self.core.transports.alive(flow) and (not sips or flow.transport in ("tls", "wss")):
                 return flow
@@ -284,6 +285,15 @@ class Proxy:
         if sips:
             targets = [t for t in targets if t.transport in ("tls", "wss")]
         return targets[0] if targets else None
+
+    @staticmethod
+    def _use_flow(flow, contact) -> bool:
+        """RFC 5626: requests go back over the registration's flow. A contact registered over
+        UDP that names an address and another transport asked to be reached there instead."""
+        if flow.transport != "udp":
+            return True
+        wanted = contact.params.get("transport")
+        return not wanted or wanted.lower() == "udp" or not is_ip(contact.host)
 
     def prepare(self, ctx: "ProxyContext", uri, binding):
         """A copy of the request for one target, with §16.6 steps 1-8 applied; None when no

@@ -1,0 +1,330 @@
+"""The proxy core, driven sans-IO: bytes in through Core.receive_bytes, messages out through a
+recording transport table, time through twisted.internet.task.Clock."""
+from __future__ import annotations
+
+import pytest
+from twisted.internet.task import Clock
+
+from reticulum.config import config_from_dict
+from reticulum.core import Core
+from reticulum.location import Binding, MemoryLocation
+from reticulum.sip import Request, parse
+from reticulum.transport.base import Flow, ListeningPoint
+
+PROXY = ("127.0.0.1", 5060)
+CALLER = Flow("udp", PROXY, ("127.0.0.1", 6000))
+CALLEE = Flow("udp", PROXY, ("127.0.0.1", 7000))
+CALLEE2 = Flow("udp", PROXY, ("127.0.0.1", 7001))
+
+
+class RecordingTransports:
+    """The flow table as the core sees it, remembering everything sent."""
+
+    def __init__(self):
+        self.listening = [ListeningPoint("udp", "127.0.0.1", 5060),
+                          ListeningPoint("tcp", "127.0.0.1", 5060)]
+        self.sent: list[tuple[object, Flow]] = []
+        self.dead: set = set()
+
+    def send(self, data, flow):
+        if flow in self.dead:
+            return False
+        self.sent.append((parse(data, stream=True), flow))
+        return True
+
+    def send_to(self, data, transport, host, port):
+        flow = Flow(transport, PROXY, (host, port), 0 if transport == "udp" else 99)
+        self.sent.append((parse(data, stream=True), flow))
+        return flow
+
+    def alive(self, flow):
+        return flow not in self.dead
+
+    def take(self):
+        sent, self.sent = self.sent, []
+        return sent
+
+
+class _Accounts:
+    def __init__(self, names=("bob",)):
+        self.names = set(names)
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def exists(self, name):
+        return name in self.names
+
+    def set_password(self, name, password):
+        self.names.add(name)
+
+    def ha1(self, name, realm, algorithm):
+        return None
+
+
+def make_core(tmp_path, **timers):
+    data = {
+        "domains": ["reticulum.local"],
+        "state_dir": str(tmp_path),
+        "listen": {"udp": ["127.0.0.1:5060"], "tcp": ["127.0.0.1:5060"]},
+        "timers": dict({"t1": 0.5, "t2": 4.0, "t4": 5.0, "invite_timeout": 30}, **timers),
+    }
+    config = config_from_dict(data, base_dir=str(tmp_path))
+    clock = Clock()
+    transports = RecordingTransports()
+    core = Core(config, clock, transports, location=MemoryLocation(), accounts=_Accounts())
+    core.start()
+    return core, clock, transports
+
+
+def register(core, clock, user, flow, q=1.0):
+    contact = "sip:%s@%s:%d" % (user, flow.remote[0], flow.remote[1])
+    core.location.put(Binding(aor="sip:%s@reticulum.local" % user, contact=contact,
+                              expires_at=clock.seconds() + 3600, q=q, flow=flow,
+                              registered_at=clock.seconds()))
+
+
+def request(method="INVITE", ruri="sip:bob@reticulum.local", branch="z9hG4bKc1", cseq=1,
+            from_="<sip:carol@example.org>;tag=f1", to="<sip:bob@reticulum.local>",
+            call_id="call-1", extra="", max_forwards=70, body=""):
+    lines = [
+        "%s %s SIP/2.0" % (method, ruri),
+        "Via: SIP/2.0/UDP 127.0.0.1:6000;branch=%s;rport" % branch,
+        "From: %s" % from_,
+        "To: %s" % to,
+        "Call-ID: %s" % call_id,
+        "CSeq: %d %s" % (cseq, method),
+        "Max-Forwards: %d" % max_forwards,
+        "Contact: <sip:carol@127.0.0.1:6000>",
+    ]
+    if extra:
+        lines.append(extra)
+    lines.append("Content-Length: %d" % len(body))
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+def answer(forwarded, status, reason, tag="t1", extra=""):
+    """A callee's response to a request the proxy forwarded to it."""
+    lines = ["SIP/2.0 %d %s" % (status, reason)]
+    for via in forwarded.get_all("Via"):
+        lines.append("Via: %s" % via)
+    for rr in forwarded.get_all("Record-Route"):
+        lines.append("Record-Route: %s" % rr)
+    to = forwarded.get("To")
+    if status > 100 and ";tag=" not in to:
+        to += ";tag=%s" % tag
+    lines += ["From: %s" % forwarded.get("From"), "To: %s" % to,
+              "Call-ID: %s" % forwarded.call_id, "CSeq: %s" % forwarded.get("CSeq")]
+    if status < 300:
+        lines.append("Contact: <sip:bob@127.0.0.1:7000>")
+    if extra:
+        lines.append(extra)
+    lines.append("Content-Length: 0")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def to_flow(sent, flow):
+    return [m for m, f in sent if f.remote == flow.remote]
+
+
+def statuses(messages):
+    return [m.status for m in messages if not isinstance(m, Request)]
+
+
+def test_options_to_the_server_itself(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    core.receive_bytes(request("OPTIONS", "sip:127.0.0.1:5060", to="<sip:127.0.0.1>"), CALLER)
+    (reply, flow), = net.take()
+    assert reply.status == 200 and flow == CALLER
+    assert "INVITE" in reply.get("Allow")
+    assert reply.via.params.get("rport") == "6000"
+
+
+def test_basic_call_is_forwarded_and_answered(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    register(core, clock, "bob", CALLEE)
+    core.receive_bytes(request(body="v=0\r\n"), CALLER)
+    sent = net.take()
+    assert statuses(to_flow(sent, CALLER)) == [100]
+    (invite,) = to_flow(sent, CALLEE)
+    assert invite.method == "INVITE"
+    assert str(invite.uri) == "sip:bob@127.0.0.1:7000"
+    assert invite.max_forwards == 69
+    assert len(invite.vias) == 2 and invite.via.host == "127.0.0.1"
+    assert invite.via.branch.startswith("z9hG4bK")
+    assert invite.get_all("Record-Route") == ["<sip:127.0.0.1:5060;lr>"]
+    assert invite.body == b"v=0\r\n"
+
+    core.receive_bytes(answer(invite, 180, "Ringing"), CALLEE)
+    core.receive_bytes(answer(invite, 200, "OK"), CALLEE)
+    up = to_flow(net.take(), CALLER)
+    assert statuses(up) == [180, 200]
+    assert all(len(m.vias) == 1 for m in up)
+    assert core.dialogs.active()
+
+    # The ACK for the 2xx is end to end: forwarded along the route set, never answered.
+    ack = request("ACK", "sip:bob@127.0.0.1:7000", branch="z9hG4bKack1",
+                  to="<sip:bob@reticulum.local>;tag=t1", extra="Route: <sip:127.0.0.1:5060;lr>")
+    core.receive_bytes(ack, CALLER)
+    sent = net.take()
+    assert [m.method for m in to_flow(sent, CALLEE)] == ["ACK"]
+    assert not to_flow(sent, CALLER)
+
+    bye = request("BYE", "sip:bob@127.0.0.1:7000", branch="z9hG4bKbye1", cseq=2,
+                  to="<sip:bob@reticulum.local>;tag=t1", extra="Route: <sip:127.0.0.1:5060;lr>")
+    core.receive_bytes(bye, CALLER)
+    (fwd_bye,) = to_flow(net.take(), CALLEE)
+    assert fwd_bye.method == "BYE" and not fwd_bye.get_all("Route")
+    core.receive_bytes(answer(fwd_bye, 200, "OK"), CALLEE)
+    assert statuses(to_flow(net.take(), CALLER)) == [200]
+
+    clock.advance(64)
+    clock.advance(64)
+    assert len(core.transactions) == 0
+    assert not core.proxy.contexts
+
+
+def test_busy_is_acked_hop_by_hop(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    register(core, clock, "bob", CALLEE)
+    core.receive_bytes(request(), CALLER)
+    (invite,) = to_flow(net.take(), CALLEE)
+    core.receive_bytes(answer(invite, 486, "Busy Here"), CALLEE)
+    sent = net.take()
+    (ack,) = to_flow(sent, CALLEE)
+    assert ack.method == "ACK" and ack.via.branch == invite.via.branch
+    assert statuses(to_flow(sent, CALLER)) == [486]
+    # the caller's ACK is absorbed by our server transaction
+    core.receive_bytes(request("ACK", branch="z9hG4bKc1", to="<sip:bob@reticulum.local>;tag=t1"),
+                       CALLER)
+    assert net.take() == []
+
+
+def test_cancel_during_ringing(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    register(core, clock, "bob", CALLEE)
+    core.receive_bytes(request(), CALLER)
+    (invite,) = to_flow(net.take(), CALLEE)
+    core.receive_bytes(answer(invite, 180, "Ringing"), CALLEE)
+    net.take()
+    core.receive_bytes(request("CANCEL", branch="z9hG4bKc1"), CALLER)
+    sent = net.take()
+    assert statuses(to_flow(sent, CALLER)) == [200]
+    (cancel,) = to_flow(sent, CALLEE)
+    assert cancel.method == "CANCEL" and cancel.via.branch == invite.via.branch
+    core.receive_bytes(answer(cancel, 200, "OK"), CALLEE)
+    core.receive_bytes(answer(invite, 487, "Request Terminated"), CALLEE)
+    assert statuses(to_flow(net.take(), CALLER)) == [487]
+
+
+def test_cancel_without_transaction_gets_481(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    core.receive_bytes(request("CANCEL", branch="z9hG4bKnothing"), CALLER)
+    assert statuses(to_flow(net.take(), CALLER)) == [481]
+
+
+def test_timer_c_gives_exactly_one_408(tmp_path):
+    core, clock, net = make_core(tmp_path, invite_timeout=20)
+    register(core, clock, "bob", CALLEE)
+    core.receive_bytes(request(), CALLER)
+    (invite,) = to_flow(net.take(), CALLEE)
+    core.receive_bytes(answer(invite, 180, "Ringing"), CALLEE)
+    net.take()
+    clock.advance(20)
+    sent = net.take()
+    assert statuses(to_flow(sent, CALLER)) == [408]
+    (cancel,) = to_flow(sent, CALLEE)
+    assert cancel.method == "CANCEL"
+    core.receive_bytes(answer(invite, 487, "Request Terminated"), CALLEE)
+    for _ in range(10):
+        clock.advance(4)
+    final = [s for s in statuses(to_flow(net.take(), CALLER)) if s >= 200]
+    assert all(s == 408 for s in final)  # retransmissions of the one 408 only
+
+
+def test_forking_cancels_the_losing_branch(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    register(core, clock, "bob", CALLEE)
+    register(core, clock, "bob", CALLEE2)
+    core.receive_bytes(request(), CALLER)
+    sent = net.take()
+    (first,) = to_flow(sent, CALLEE)
+    (second,) = to_flow(sent, CALLEE2)
+    core.receive_bytes(answer(second, 180, "Ringing", tag="b2"), CALLEE2)
+    core.receive_bytes(answer(first, 200, "OK"), CALLEE)
+    sent = net.take()
+    assert 200 in statuses(to_flow(sent, CALLER))
+    assert [m.method for m in to_flow(sent, CALLEE2)] == ["CANCEL"]
+
+
+def test_sequential_q_groups(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    register(core, clock, "bob", CALLEE, q=1.0)
+    register(core, clock, "bob", CALLEE2, q=0.5)
+    core.receive_bytes(request(), CALLER)
+    sent = net.take()
+    assert to_flow(sent, CALLEE) and not to_flow(sent, CALLEE2)
+    (first,) = to_flow(sent, CALLEE)
+    core.receive_bytes(answer(first, 480, "Temporarily Unavailable"), CALLEE)
+    sent = net.take()
+    assert [m.method for m in to_flow(sent, CALLEE2)] == ["INVITE"]
+    assert not statuses(to_flow(sent, CALLER))
+
+
+@pytest.mark.parametrize("kwargs, status", [
+    (dict(max_forwards=0), 483),
+    (dict(ruri="mailto:bob@reticulum.local"), 416),
+    (dict(extra="Proxy-Require: foo"), 420),
+    (dict(ruri="sip:nobody@reticulum.local"), 404),
+    (dict(ruri="sip:bob@reticulum.local"), 480),
+    (dict(ruri="sip:dave@example.com"), 403),
+])
+def test_requests_refused(tmp_path, kwargs, status):
+    core, clock, net = make_core(tmp_path)
+    core.receive_bytes(request("MESSAGE", **kwargs), CALLER)
+    assert statuses(to_flow(net.take(), CALLER)) == [status]
+
+
+def test_loop_is_detected(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    register(core, clock, "bob", Flow("udp", PROXY, PROXY))  # bob's contact is the proxy itself
+    core.receive_bytes(request("MESSAGE", ruri="sip:bob@127.0.0.1:5060"), CALLER)
+    (looped,) = to_flow(net.take(), Flow("udp", PROXY, PROXY))
+    core.receive_bytes(looped.to_bytes(), Flow("udp", PROXY, PROXY))
+    sent = net.take()
+    assert 482 in statuses([m for m, _ in sent])
+
+
+def test_malformed_request_gets_400_with_reason(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    core.receive_bytes(request("INVITE", extra="CSeq: 2 INVITE"), CALLER)
+    (reply, _), = net.take()
+    assert reply.status == 400 and reply.reason
+
+
+def test_unknown_method_is_proxied(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    register(core, clock, "bob", CALLEE)
+    core.receive_bytes(request("FOOBAR"), CALLER)
+    (fwd,) = to_flow(net.take(), CALLEE)
+    assert fwd.method == "FOOBAR"
+    core.receive_bytes(answer(fwd, 200, "OK"), CALLEE)
+    assert statuses(to_flow(net.take(), CALLER)) == [200]
+
+
+def test_no_transaction_leak_after_a_burst(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    register(core, clock, "bob", CALLEE)
+    for i in range(200):
+        core.receive_bytes(request("MESSAGE", branch="z9hG4bKm%d" % i, call_id="m%d" % i),
+                           CALLER)
+        (fwd,) = to_flow(net.take(), CALLEE)
+        core.receive_bytes(answer(fwd, 200, "OK"), CALLEE)
+        net.take()
+    for _ in range(10):
+        clock.advance(10)
+    assert len(core.transactions) == 0
+    assert not core.proxy.contexts
