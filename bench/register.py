@@ -46,6 +46,7 @@ def main() -> int:
             code, row = common.sipp(
                 ["-sf", scenario, "-inf", os.path.join(work, "users.csv"), "-t", "u1",
                  "-p", str(common.free_port()), "-r", str(rate), "-m", str(total),
+                 "-auth_uri", "reticulum.local",
                  "-l", str(max(rate * 2, 1000)), "-recv_timeout", "5000",
                  "127.0.0.1:%d" % port],
                 work, timeout=args.duration * 4 + 60)
