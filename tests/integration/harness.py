@@ -236,6 +236,51 @@ def sip_options(host: str, port: int, transport: str = "udp", timeout: float = 0
         s.close()
 
 
+def sip_exchange(
+    host: str, port: int, data: bytes, transport: str = "udp", timeout: float = 2.0, until_close: bool = False
+) -> Optional[bytes]:
+    """Send raw bytes and return what comes back first (UDP: one datagram).
+
+    With TCP and ``until_close``, read until the server closes the connection
+    (or ``timeout`` passes) and return everything.  None when nothing came.
+    """
+    family = _family(host)
+    if transport == "udp":
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            s.bind((host, 0))
+            s.settimeout(timeout)
+            s.sendto(data, (host, port))
+            return s.recvfrom(65535)[0]
+        except OSError:
+            return None
+        finally:
+            s.close()
+    s = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout)
+        s.connect((host, port))
+        s.sendall(data)
+        if not until_close:
+            got = s.recv(65535)
+            return got or None
+        chunks = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65535)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks) or None
+    except OSError:
+        return None
+    finally:
+        s.close()
+
+
 def server_command(config_path: PathLike, python: Optional[str] = None) -> List[str]:
     """The command line that runs the server in the foreground for a config file."""
     return [
@@ -326,6 +371,11 @@ class Server:
                     % (transport, self.address, timeout, self.read_log())
                 )
             time.sleep(0.1)
+
+    def restart(self, timeout: float = READY_TIMEOUT) -> "Server":
+        """Stop and start again with the same config (and state_dir)."""
+        self.stop()
+        return self.start(timeout=timeout)
 
     @property
     def running(self) -> bool:

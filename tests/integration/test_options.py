@@ -13,6 +13,7 @@ from tests.integration.harness import (
     free_port,
     run_server_once,
     run_sipp,
+    sip_exchange,
     sip_options,
     write_config,
 )
@@ -44,6 +45,46 @@ def test_tcp_keepalive_ping_gets_pong(start_server):
         while len(got) < 4:
             got += s.recv(16)
         assert got == b"\r\n\r\n"
+
+
+OPTIONS_TCP = (
+    b"OPTIONS sip:127.0.0.1 SIP/2.0\r\n"
+    b"Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK-framing\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"From: <sip:t@127.0.0.1>;tag=1\r\n"
+    b"To: <sip:127.0.0.1>\r\n"
+    b"Call-ID: framing@test\r\n"
+    b"CSeq: 1 OPTIONS\r\n"
+)
+
+
+def test_tcp_bad_content_length_gets_400_then_close(start_server):
+    server = start_server(transports=("tcp",))
+    data = sip_exchange(
+        server.host, server.port, OPTIONS_TCP + b"Content-Length: -5\r\n\r\n", "tcp", timeout=5, until_close=True
+    )
+    assert data is not None and data.startswith(b"SIP/2.0 400"), data
+
+
+def test_tcp_oversized_message_gets_413_then_close(start_server):
+    server = start_server(transports=("tcp",), transport={"max_message_size": 2048})
+    data = sip_exchange(
+        server.host, server.port, OPTIONS_TCP + b"Content-Length: 5000\r\n\r\n", "tcp", timeout=5, until_close=True
+    )
+    assert data is not None and data.startswith(b"SIP/2.0 413"), data
+
+
+def test_udp_oversized_message_gets_413(start_server):
+    server = start_server(transports=("udp",), transport={"max_message_size": 2048})
+    msg = OPTIONS_TCP.replace(b"TCP", b"UDP") + b"Content-Length: 3000\r\n\r\n" + b"x" * 3000
+    data = sip_exchange(server.host, server.port, msg, "udp", timeout=5)
+    assert data is not None and data.startswith(b"SIP/2.0 413"), data
+
+
+def test_restart_keeps_serving(start_server):
+    server = start_server()
+    server.restart()
+    assert sip_options(server.host, server.port, "tcp", timeout=2)
 
 
 def test_two_servers_side_by_side(start_server):
