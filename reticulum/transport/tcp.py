@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, List, Optional
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.logger import Logger
 
-from reticulum.transport.base import Flow, _hostport
+from reticulum.transport.base import Flow
 from reticulum.transport.framing import BAD_FRAMING, MESSAGE, PING, PONG, TOO_LARGE, StreamFramer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -175,6 +175,3 @@ class StreamClientFactory(ClientFactory):
     def clientConnectionFailed(self, connector, reason) -> None:
         self.transports.connect_failed(self.pending, reason)
 
-
-def describe(flow: Flow) -> str:
-    return "%s connection #%d %s" % (flow.transport, flow.conn, _hostport(*flow.remote))
