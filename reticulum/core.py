@@ -193,6 +193,8 @@ class Core:
         self._malformed(head, flow, ParseError("Message Too Large", status=413))
 
     def flow_closed(self, flow) -> None:
+        """A connection ended: requests waiting on it fail now (§18.4), its bindings go."""
+        self.transactions.transport_error(flow)
         self.proxy.flow_closed(flow)
 
     def flow_failed(self, flow) -> None:

@@ -89,7 +89,13 @@ class Proxy:
         self.contexts[context.server] = context
         if method == "INVITE":
             context.respond(100)
-        self._route(context)
+        try:
+            self._route(context)
+        except Exception:
+            self.log.failure("Failed to route {method} {call_id}", method=method,
+                             call_id=request.call_id)
+            if not context.final_sent and not context.branches:
+                context.respond(500)
 
     def _route(self, ctx: "ProxyContext") -> None:
         request = ctx.request
@@ -125,6 +131,8 @@ class Proxy:
             return
         if not self._authorize(ctx):
             return
+        if request.to.tag is not None:
+            self.dialogs.in_dialog_request(request)
         ctx.targets = self._target_set(ctx, routes)
         if ctx.targets is None:
             return

@@ -180,6 +180,7 @@ def test_basic_call_is_forwarded_and_answered(tmp_path):
     assert fwd_bye.method == "BYE" and not fwd_bye.get_all("Route")
     core.receive_bytes(answer(fwd_bye, 200, "OK"), CALLEE)
     assert statuses(to_flow(net.take(), CALLER)) == [200]
+    assert not core.dialogs.active()
 
     clock.advance(64)
     clock.advance(64)

@@ -5,35 +5,16 @@ import time
 
 import pytest
 
-from tests.integration.harness import SCENARIOS, free_port, run_sipp, start_sipp
+from tests.integration.harness import free_port, start_sipp
+from tests.integration.sipclient import DOMAIN, expecting, register
 
-DOMAIN = "reticulum.local"
 FOREIGN_CALLER = "carol@example.org"  # a caller of another domain needs no credentials
-
-
-def register(server, tmp_path, user, port, transport="u1", contact_params=";line=1",
-             expires=3600, password=None):
-    """Bind user@reticulum.local to 127.0.0.1:port with SIPp (digest authenticated)."""
-    password = password or "%s-secret" % user
-    result = run_sipp("register.xml", server.address, "-s", user, "-au", user, "-ap", password,
-                      "-key", "domain", DOMAIN, "-key", "expires", str(expires),
-                      "-key", "contact_params", contact_params, "-auth_uri", DOMAIN,
-                      transport=transport, local_port=port, cwd=tmp_path,
-                      name="register-%s-%d" % (user, port), timeout=15)
-    assert result.ok, result.describe()
 
 
 def call(server, tmp_path, scenario, callee="bob", transport="u1", *args, timeout=30):
     return start_sipp(scenario, server.address, "-s", callee, "-key", "domain", DOMAIN,
                       "-key", "caller", FOREIGN_CALLER, "-d", "200", *args,
                       transport=transport, cwd=tmp_path, timeout=timeout)
-
-
-def expecting(tmp_path, status):
-    """uac_fail.xml made to expect one final response of `status`."""
-    path = tmp_path / ("uac_fail_%d.xml" % status)
-    path.write_text((SCENARIOS / "uac_fail.xml").read_text().replace("[status]", str(status)))
-    return path
 
 
 def callee(tmp_path, scenario, port, transport="u1", timeout=30):
@@ -45,8 +26,8 @@ def callee(tmp_path, scenario, port, transport="u1", timeout=30):
 def test_basic_call(start_server, tmp_path, transport):
     server = start_server()
     port = free_port()
-    register(server, tmp_path, "bob", port,
-             contact_params=";line=1" if transport == "u1" else ";transport=tcp")
+    assert register(server, tmp_path, "bob", port,
+                    contact_params=";line=1" if transport == "u1" else ";transport=tcp").ok
     uas = callee(tmp_path, "uas", port, transport)
     time.sleep(0.3)
     uac = call(server, tmp_path, "uac", "bob", transport).wait()
@@ -57,7 +38,7 @@ def test_basic_call(start_server, tmp_path, transport):
 def test_udp_caller_reaches_tcp_callee(start_server, tmp_path):
     server = start_server()
     port = free_port()
-    register(server, tmp_path, "bob", port, contact_params=";transport=tcp")
+    assert register(server, tmp_path, "bob", port, contact_params=";transport=tcp").ok
     uas = callee(tmp_path, "uas", port, "t1")
     time.sleep(0.3)
     uac = call(server, tmp_path, "uac", "bob", "u1").wait()
@@ -69,10 +50,10 @@ def test_udp_caller_reaches_tcp_callee(start_server, tmp_path):
 def test_busy_is_acked_by_the_proxy_and_the_callers_ack_absorbed(start_server, tmp_path):
     server = start_server()
     port = free_port()
-    register(server, tmp_path, "bob", port)
+    assert register(server, tmp_path, "bob", port).ok
     uas = callee(tmp_path, "uas_busy", port)
     time.sleep(0.3)
-    uac = call(server, tmp_path, expecting(tmp_path, 486)).wait()
+    uac = call(server, tmp_path, expecting(tmp_path, "uac_fail", 486)).wait()
     assert uac.ok, uac.describe()
     result = uas.wait()
     assert result.ok, result.describe()  # exactly one ACK reached the callee
@@ -81,7 +62,7 @@ def test_busy_is_acked_by_the_proxy_and_the_callers_ack_absorbed(start_server, t
 def test_cancel_during_ringing(start_server, tmp_path):
     server = start_server()
     port = free_port()
-    register(server, tmp_path, "bob", port)
+    assert register(server, tmp_path, "bob", port).ok
     uas = callee(tmp_path, "uas_ring", port)
     time.sleep(0.3)
     uac = call(server, tmp_path, "uac_cancel").wait()
@@ -93,11 +74,11 @@ def test_cancel_during_ringing(start_server, tmp_path):
 def test_unanswered_call_gets_exactly_one_408(start_server, tmp_path):
     server = start_server(timers={"invite_timeout": 3})
     port = free_port()
-    register(server, tmp_path, "bob", port)
+    assert register(server, tmp_path, "bob", port).ok
     uas = callee(tmp_path, "uas_ring", port)
     time.sleep(0.3)
     started = time.monotonic()
-    uac = call(server, tmp_path, expecting(tmp_path, 408)).wait()
+    uac = call(server, tmp_path, expecting(tmp_path, "uac_fail", 408)).wait()
     assert uac.ok, uac.describe()
     assert time.monotonic() - started < 3 + 1.5 + 5
     result = uas.wait()
@@ -107,8 +88,8 @@ def test_unanswered_call_gets_exactly_one_408(start_server, tmp_path):
 def test_forking_one_answers_the_other_is_cancelled(start_server, tmp_path):
     server = start_server()
     answering, ringing = free_port(), free_port()
-    register(server, tmp_path, "bob", answering)
-    register(server, tmp_path, "bob", ringing)
+    assert register(server, tmp_path, "bob", answering).ok
+    assert register(server, tmp_path, "bob", ringing).ok
     uas1 = callee(tmp_path, "uas", answering)
     uas2 = callee(tmp_path, "uas_ring", ringing)
     time.sleep(0.3)
@@ -122,7 +103,7 @@ def test_forking_one_answers_the_other_is_cancelled(start_server, tmp_path):
 def test_local_caller_is_challenged_then_connected(start_server, tmp_path):
     server = start_server()
     port = free_port()
-    register(server, tmp_path, "bob", port)
+    assert register(server, tmp_path, "bob", port).ok
     uas = callee(tmp_path, "uas", port)
     time.sleep(0.3)
     uac = start_sipp("uac_auth", server.address, "-s", "bob", "-au", "alice", "-ap",
