@@ -45,7 +45,7 @@ __all__ = ["Transports", "BindError", "SUPPORTED_LISTEN"]
 log = Logger(namespace="reticulum.transport")
 
 #: the [listen] keys this version can serve
-SUPPORTED_LISTEN = ("udp", "tcp")
+SUPPORTED_LISTEN = ("udp", "tcp", "tls", "ws", "wss")
 
 _SOCKET_BUFFER = 4 * 1024 * 1024
 _LISTEN_BACKLOG = 1024
@@ -99,7 +99,11 @@ class Transports:
         self._listeners: Dict[str, Callable[[str, int], Any]] = {
             "udp": self._listen_udp,
             "tcp": self._listen_tcp,
+            "tls": self._listen_tls,
+            "ws": self._listen_ws,
+            "wss": self._listen_wss,
         }
+        self._tls: Any = None  # reticulum.certs.TLSContexts, made on first use
         self._ports: List[Any] = []  # twisted listening ports
         self._udp: Dict[Tuple[str, int], UDPProtocol] = {}
         self._conns: Dict[int, Any] = {}  # conn id -> StreamProtocol | PendingConnection
@@ -187,10 +191,37 @@ class Transports:
         self._ports.append(p)
         self._udp[(host, port)] = proto
 
-    def _listen_tcp(self, host: str, port: int) -> None:
-        factory = StreamServerFactory(self, "tcp")
+    def tls_contexts(self) -> Any:
+        """The TLS certificate and options (reticulum.certs), loaded or made once."""
+        if self._tls is None:
+            from reticulum.certs import TLSContexts
+
+            try:
+                self._tls = TLSContexts(self.config)
+            except ValueError as e:
+                raise BindError(str(e)) from None
+        return self._tls
+
+    def _listen_tls(self, host: str, port: int) -> None:
+        from reticulum.transport import tls
+
+        self._listen_tcp(host, port, tls.server_factory(self, self.tls_contexts()), "tls")
+
+    def _listen_ws(self, host: str, port: int) -> None:
+        from reticulum.transport import ws
+
+        self._listen_tcp(host, port, ws.site_factory(self, "ws", host, port), "ws")
+
+    def _listen_wss(self, host: str, port: int) -> None:
+        from reticulum.transport import ws
+
+        self._listen_tcp(host, port, ws.site_factory(self, "wss", host, port, self.tls_contexts()), "wss")
+
+    def _listen_tcp(self, host: str, port: int, factory: Any = None, name: str = "tcp") -> None:
+        if factory is None:
+            factory = StreamServerFactory(self, "tcp")
         if IReactorSocket.providedBy(self.reactor):
-            s = self._bound_socket("tcp", host, port, socket.SOCK_STREAM)
+            s = self._bound_socket(name, host, port, socket.SOCK_STREAM)
             try:
                 p = self.reactor.adoptStreamPort(s.fileno(), _family(host), factory)
             finally:
@@ -201,7 +232,7 @@ class Transports:
             try:
                 p = self.reactor.listenTCP(port, factory, backlog=_LISTEN_BACKLOG, interface=host)
             except CannotListenError as e:
-                raise BindError("cannot listen on tcp %s: %s" % (_hostport(host, port), e.socketError)) from None
+                raise BindError("cannot listen on %s %s: %s" % (name, _hostport(host, port), e.socketError)) from None
         self._ports.append(p)
 
     def stop(self) -> defer.Deferred:
@@ -242,7 +273,7 @@ class Transports:
         host = _normalize_host(host)
         if transport == "udp":
             return self._send_udp(data, host, port)
-        if transport == "tcp":
+        if transport in ("tcp", "tls"):
             return self._send_stream(data, transport, host, port)
         flow = Flow(transport, self._unbound_local(host), (host, port), next(self._ids))
         log.warn("cannot send to {flow}: transport {t} is not available", flow=str(flow), t=transport)
@@ -333,8 +364,12 @@ class Transports:
             conn=flow.conn,
             remote=_hostport(host, port),
         )
-        factory = StreamClientFactory(self, pending)
         try:
+            factory: Any = StreamClientFactory(self, pending)
+            if transport == "tls":
+                from reticulum.transport import tls
+
+                factory = tls.client_factory(self, pending, self.tls_contexts(), host)
             pending.connector = self.reactor.connectTCP(host, port, factory, timeout=self.connect_timeout)
         except Exception as e:
             log.warn("{flow}: cannot connect: {error}", flow=str(flow), error=e)
