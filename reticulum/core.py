@@ -215,10 +215,15 @@ class Core:
             return  # a response (or an ACK) that cannot be parsed is dropped
         try:
             response = make_response(partial, getattr(error, "status", 400) or 400, error.reason)
-            self._stamp_via(partial, flow)
-            self.send_message(response, self.response_destination(partial, flow))
         except Exception:
             self.log.info("Could not answer a malformed request from {peer}", peer=flow.remote)
+            return
+        try:
+            self._stamp_via(partial, flow)
+            dest = self.response_destination(partial, flow)
+        except Exception:
+            dest = flow  # a Via we cannot read: answer where it came from
+        self.send_message(response, dest)
 
     def _answer_internal_error(self, request, flow) -> None:
         if request.method == "ACK":
@@ -295,20 +300,21 @@ class Core:
     def _log_in(self, message, flow) -> None:
         if self.log_messages:
             self.log.info("<- {what} {call_id} from {transport} {peer}",
-                          what=_describe(message), call_id=message.call_id,
+                          what=_describe(message), call_id=message.get("Call-ID"),
                           transport=flow.transport, peer=_peer(flow.remote))
 
     def _log_out(self, message, flow) -> None:
         if self.log_messages and flow is not None:
             self.log.info("-> {what} {call_id} to {transport} {peer}",
-                          what=_describe(message), call_id=message.call_id,
+                          what=_describe(message), call_id=message.get("Call-ID"),
                           transport=flow.transport, peer=_peer(flow.remote))
 
 
 def _describe(message) -> str:
     if isinstance(message, Request):
         return message.method
-    return "%d %s/%s" % (message.status, message.reason, message.cseq.method)
+    cseq = (message.get("CSeq") or "").split()
+    return "%d %s/%s" % (message.status, message.reason, cseq[-1] if cseq else "?")
 
 
 def _peer(address) -> str:
