@@ -1,0 +1,101 @@
+"""SIP over TLS (SIPS): the TCP stream protocol inside pyOpenSSL through Twisted.
+
+Connections are ``StreamProtocol``s (framing, keep-alive pongs, idle
+timeout) named ``tls``, wrapped in ``TLSMemoryBIOFactory``.  The
+certificate and the option objects come from ``reticulum.certs``.
+
+An outgoing connection whose TLS handshake fails (the peer's certificate is
+refused with ``[tls] verify_peers``, or it does not speak TLS) is reported as
+a failed flow, like a refused connect: the core answers at once instead of
+waiting for a transaction timeout, and nothing is ever sent in clear text.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional
+
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
+
+from reticulum.transport.base import Flow
+from reticulum.transport.tcp import StreamClientFactory, StreamProtocol, StreamServerFactory
+
+if TYPE_CHECKING:  # pragma: no cover
+    from reticulum.transport.flows import Transports
+
+__all__ = ["TLSStreamProtocol", "server_factory", "client_factory"]
+
+log = Logger(namespace="reticulum.transport")
+
+
+@implementer(IHandshakeListener)
+class TLSStreamProtocol(StreamProtocol):
+    """A ``StreamProtocol`` that knows when its TLS handshake is done."""
+
+    def __init__(self, transports: "Transports", transport_name: str = "tls", flow: Optional[Flow] = None) -> None:
+        StreamProtocol.__init__(self, transports, transport_name, flow)
+        self.handshake_done = False
+
+    def handshakeCompleted(self) -> None:
+        self.handshake_done = True
+        flow = self.flow
+        cert = None
+        try:
+            cert = self.transport.getPeerCertificate()
+        except Exception:
+            pass
+        if cert is not None:
+            log.info("{flow}: TLS peer certificate {subject}", flow=str(flow), subject=_subject(cert))
+
+    def connectionLost(self, reason=None) -> None:
+        failed_handshake = self.outgoing and not self.handshake_done and not self.closed
+        StreamProtocol.connectionLost(self, reason)
+        if failed_handshake:
+            why = reason.getErrorMessage() if reason is not None and getattr(reason, "value", None) is not None else "?"
+            log.warn("{flow}: TLS handshake failed ({why})", flow=str(self.flow), why=why)
+            core = self.transports.core
+            if core is not None:
+                try:
+                    core.flow_failed(self.flow)
+                except Exception:
+                    log.failure("core failed on flow_failed({flow})", flow=str(self.flow))
+
+
+def _subject(cert: Any) -> str:
+    try:
+        subject = cert.get_subject()
+        return "CN=%s" % (subject.CN,)
+    except Exception:
+        return "?"
+
+
+class _TLSServerFactory(StreamServerFactory):
+    def buildProtocol(self, addr) -> StreamProtocol:
+        p = TLSStreamProtocol(self.transports, self.transport_name)
+        p.factory = self
+        return p
+
+
+class _TLSClientFactory(StreamClientFactory):
+    def buildProtocol(self, addr) -> StreamProtocol:
+        p = TLSStreamProtocol(self.transports, self.pending.flow.transport, flow=self.pending.flow)
+        p.factory = self
+        return p
+
+
+def server_factory(transports: "Transports", contexts: Any) -> TLSMemoryBIOFactory:
+    """The factory for a TLS listening socket."""
+    inner = _TLSServerFactory(transports, "tls")
+    factory = TLSMemoryBIOFactory(contexts.server_options(), False, inner)
+    factory.noisy = False
+    return factory
+
+
+def client_factory(transports: "Transports", pending: Any, contexts: Any, host: str) -> TLSMemoryBIOFactory:
+    """The factory for one outgoing TLS connection to ``host``."""
+    inner = _TLSClientFactory(transports, pending)
+    factory = TLSMemoryBIOFactory(contexts.client_creator(host), True, inner)
+    factory.noisy = False
+    return factory

@@ -1,0 +1,283 @@
+"""SIP over WebSocket and secure WebSocket (RFC 7118), with autobahn on Twisted.
+
+Each ``[listen] ws`` / ``wss`` address is one twisted.web ``Site``:
+
+* a request carrying ``Upgrade: websocket`` (on any path; JsSIP uses ``/``)
+  becomes a WebSocket connection, a ``SIPWebSocketProtocol``;
+* any other request is answered with the webphone's static files
+  (``reticulum/webphone/static/``), so page and WebSocket share an origin.
+
+WSS is the same Site inside TLS with the server certificate (``reticulum.certs``).
+
+The opening handshake must offer the ``sip`` subprotocol (else 400), and an
+``Origin`` in ``[websocket] allowed_origins`` when that list is not empty
+(else 403).  Every frame, text or binary, carries one SIP message; frames of
+only CR/LF are keep-alives.  A frame over ``[websocket] max_frame_size`` ends
+the connection with a clean close (status 1009).  The server pings every
+``PING_INTERVAL`` seconds and drops a peer that does not answer within
+``PING_TIMEOUT``.
+
+Every open WebSocket is one connection of the flow table with its own
+``Flow`` (transport ``ws``/``wss``); the only way to reach a browser is that
+flow, and when it closes ``core.flow_closed(flow)`` drops its bindings.  A
+WebSocket is never opened by the server: ``send_to`` over ws/wss fails.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, List, Optional
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.logger import Logger
+from twisted.web import resource, server, static
+
+from reticulum.transport.base import Flow
+from reticulum.transport.framing import message_head
+
+if TYPE_CHECKING:  # pragma: no cover
+    from reticulum.transport.flows import Transports
+
+__all__ = [
+    "SIPWebSocketProtocol",
+    "SIPWebSocketFactory",
+    "site_factory",
+    "origin_allowed",
+    "STATIC_DIR",
+    "SUBPROTOCOL",
+]
+
+log = Logger(namespace="reticulum.transport")
+
+SUBPROTOCOL = "sip"
+PING_INTERVAL = 30.0
+PING_TIMEOUT = 15.0
+OPEN_HANDSHAKE_TIMEOUT = 10.0
+CLOSE_HANDSHAKE_TIMEOUT = 2.0
+
+
+def _static_dir() -> str:
+    try:
+        from reticulum.webphone import STATIC_DIR as found
+
+        return found
+    except ImportError:  # pragma: no cover
+        return os.path.join(os.path.dirname(os.path.dirname(__file__)), "webphone", "static")
+
+
+STATIC_DIR = _static_dir()
+
+
+def _normalize_origin(origin: str) -> str:
+    return origin.strip().rstrip("/").lower()
+
+
+def origin_allowed(origin: Optional[str], allowed: List[str]) -> bool:
+    """Is a handshake with this Origin header accepted?  An empty list allows any;
+    ``"*"`` in the list allows any; a missing Origin (non-browser client) is
+    allowed only when the list allows any."""
+    if not allowed or "*" in allowed:
+        return True
+    if not origin:
+        return False
+    return _normalize_origin(origin) in {_normalize_origin(a) for a in allowed}
+
+
+class SIPWebSocketProtocol(WebSocketServerProtocol):
+    """One WebSocket carrying SIP; a connection of the flow table."""
+
+    #: set on open (class defaults keep idle instances small)
+    flow: Optional[Flow] = None
+    closed = False
+
+    # -- the handshake
+
+    def onConnect(self, request: Any) -> Any:
+        factory = self.factory
+        if SUBPROTOCOL not in [p.lower() for p in (request.protocols or [])]:
+            log.info(
+                "websocket from {peer}: refused, no '{sub}' subprotocol offered",
+                peer=request.peer,
+                sub=SUBPROTOCOL,
+            )
+            raise ConnectionDeny(ConnectionDeny.BAD_REQUEST, "the 'sip' WebSocket subprotocol is required")
+        if not origin_allowed(request.origin, factory.allowed_origins):
+            log.info("websocket from {peer}: origin {origin!r} refused", peer=request.peer, origin=request.origin)
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "origin not allowed")
+        return SUBPROTOCOL
+
+    def onOpen(self) -> None:
+        t = self.factory.transports
+        host = self.transport.getHost()
+        peer = self.transport.getPeer()
+        self.flow = Flow(self.factory.transport_name, (host.host, host.port), (peer.host, peer.port), t.next_conn_id())
+        # the opening handshake is over: drop what it kept
+        for name in ("http_request_data", "http_headers", "http_request_uri", "http_request_params", "http_response_data"):
+            if name in self.__dict__:
+                del self.__dict__[name]
+        t.connection_made(self)
+
+    # -- messages
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if not payload:
+            return
+        c = payload[0]
+        if c == 13 or c == 10:
+            payload = payload.lstrip(b"\r\n")
+            if not payload:
+                return  # keep-alive
+        flow = self.flow
+        t = self.factory.transports
+        core = t.core
+        if core is None or flow is None:
+            return
+        try:
+            if len(payload) > t.max_message_size:
+                core.message_too_large(message_head(payload, t.max_message_size), flow)
+            else:
+                core.receive_bytes(payload, flow)
+        except Exception:
+            log.failure("core failed on a message from {flow}", flow=str(flow))
+
+    def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        self.closed = True
+        if self.flow is not None:
+            why = None
+            if code is not None and code not in (1000, 1001):
+                why = _Reason("close code %s%s" % (code, (" " + reason) if reason else ""))
+            self.factory.transports.connection_lost(self, why)
+
+    # -- used by the flow table
+
+    def write(self, data: bytes) -> bool:
+        if self.closed or self.transport is None or self.state != WebSocketServerProtocol.STATE_OPEN:
+            return False
+        try:
+            data.decode("utf-8")
+            binary = False
+        except UnicodeDecodeError:
+            binary = True
+        self.sendMessage(data, isBinary=binary)
+        return True
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.sendClose(code=1001, reason="server going away")
+        elif self.transport is not None:
+            self.dropConnection(abort=True)
+
+
+class _Reason:
+    """Quacks like a Failure for connection_lost's log line."""
+
+    def __init__(self, text: str) -> None:
+        self.value = text
+        self._text = text
+
+    def getErrorMessage(self) -> str:
+        return self._text
+
+
+class SIPWebSocketFactory(WebSocketServerFactory):
+    """The WebSocket side of one listening address."""
+
+    protocol = SIPWebSocketProtocol
+
+    def __init__(self, transports: "Transports", transport_name: str, host: str, port: int) -> None:
+        scheme = "wss" if transport_name == "wss" else "ws"
+        h = "[%s]" % host if ":" in host else host
+        WebSocketServerFactory.__init__(
+            self,
+            url="%s://%s:%d" % (scheme, h, port),
+            protocols=[SUBPROTOCOL],
+            server="Reticulum",
+            reactor=transports.reactor,
+        )
+        self.noisy = False
+        self.transports = transports
+        self.transport_name = transport_name
+        ws = transports.config.websocket
+        self.allowed_origins = list(ws.allowed_origins)
+        self.setProtocolOptions(
+            maxFramePayloadSize=ws.max_frame_size,
+            maxMessagePayloadSize=ws.max_frame_size,
+            failByDrop=False,
+            openHandshakeTimeout=OPEN_HANDSHAKE_TIMEOUT,
+            closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT,
+            autoPingInterval=PING_INTERVAL,
+            autoPingTimeout=PING_TIMEOUT,
+            webStatus=False,
+        )
+
+
+class _WebSocketResource(WebSocketResource):
+    """Hands the connection over to autobahn, dropping the HTTP channel's timer."""
+
+    def render(self, request: Any) -> Any:
+        channel = request.channel
+        try:
+            channel.setTimeout(None)
+        except Exception:  # pragma: no cover
+            pass
+        return WebSocketResource.render(self, request)
+
+
+class _StaticFiles(static.File):
+    """The webphone's files; no directory listings."""
+
+    def directoryListing(self) -> Any:
+        return resource.ForbiddenResource()
+
+
+def _is_upgrade(request: Any) -> bool:
+    upgrade = request.getHeader(b"upgrade")
+    return upgrade is not None and b"websocket" in upgrade.lower()
+
+
+class _Root(resource.Resource):
+    """WebSocket upgrades on any path; static files otherwise."""
+
+    def __init__(self, ws: resource.Resource, files: resource.Resource) -> None:
+        resource.Resource.__init__(self)
+        self.ws = ws
+        self.files = files
+
+    def getChildWithDefault(self, path: bytes, request: Any) -> Any:
+        if _is_upgrade(request):
+            return self.ws
+        return self.files.getChildWithDefault(path, request)
+
+    def render(self, request: Any) -> Any:
+        if _is_upgrade(request):
+            return self.ws.render(request)
+        return self.files.render(request)
+
+
+class _Site(server.Site):
+    noisy = False
+
+    def log(self, request: Any) -> None:  # quiet: no access log lines
+        pass
+
+
+def site_factory(
+    transports: "Transports", transport_name: str, host: str, port: int, contexts: Any = None
+) -> Any:
+    """The listening factory for one ws/wss address (wss: ``contexts`` is a
+    ``reticulum.certs.TLSContexts``)."""
+    ws_factory = SIPWebSocketFactory(transports, transport_name, host, port)
+    root = _Root(_WebSocketResource(ws_factory), _StaticFiles(STATIC_DIR))
+    site = _Site(root)
+    site.displayTracebacks = False
+    if transport_name == "wss":
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        wrapped = TLSMemoryBIOFactory(contexts.ws_server_options(), False, site)
+        wrapped.noisy = False
+        return wrapped
+    return site
