@@ -162,7 +162,8 @@ class Core:
     def receive_bytes(self, data: bytes, flow) -> None:
         """One framed message from a transport: parse, validate, stamp, dispatch."""
         try:
-            message = parse(data, stream=flow.reliable)
+            # a WebSocket frame holds one whole message, like a datagram (RFC 7118 §5)
+            message = parse(data, stream=flow.transport in ("tcp", "tls"))
             message.validate()
         except ParseError as error:
             self._malformed(data, flow, error)

@@ -279,9 +279,11 @@ class Proxy:
 
     # -- forwarding ------------------------------------------------------------------------
 
-    def next_hop(self, request: Request, binding):
-        """The flow or Target for a forwarded request (§16.6 steps 6-7, RFC 5626 flows)."""
-        sips = request.uri.scheme == "sips"
+    def next_hop(self, request: Request, binding, secure: bool = False):
+        """The flow or Target for a forwarded request (§16.6 steps 6-7, RFC 5626 flows).
+        A sips: Request-URI (or `secure`: the request as it reached us had one) leaves
+        only over TLS/WSS, never in clear text."""
+        sips = secure or request.uri.scheme == "sips"
         if binding is not None and binding.flow is not None and not binding.path \
                 and self._use_flow(binding.flow, request.uri):
             flow = binding.flow
@@ -290,7 +292,7 @@ class Proxy:
         routes = request.routes
         uri = routes[0].uri if routes else request.uri
         targets = resolve_uri(uri)
-        if sips:
+        if sips or uri.scheme == "sips":
             targets = [t for t in targets if t.transport in ("tls", "wss")]
         return targets[0] if targets else None
 
@@ -314,7 +316,8 @@ class Proxy:
             out.set("Route", ", ".join(list(binding.path) + existing))
         max_forwards = request.max_forwards
         out.set("Max-Forwards", str(max_forwards - 1 if max_forwards is not None else 69))
-        dest = self.next_hop(out, binding)
+        secure = request.uri.scheme == "sips"
+        dest = self.next_hop(out, binding, secure)
         if dest is None:
             return None, None
         transport = dest.transport
@@ -324,17 +327,17 @@ class Proxy:
             return None, None
         if request.method in DIALOG_CREATING and request.to.tag is None:
             inbound = self.core.listening_point(ctx.flow.transport, ctx.flow.remote[0])
-            self._record_route(out, outbound, inbound)
+            self._record_route(out, outbound, inbound, secure)
         via = "SIP/2.0/%s %s;branch=%s" % (transport.upper(), _hostport(outbound),
                                           self.new_branch(request))
         out.add("Via", via, first=True)
         return out, dest
 
-    def _record_route(self, out: Request, outbound, inbound) -> None:
-        values = [_rr_value(outbound)]
+    def _record_route(self, out: Request, outbound, inbound, secure: bool = False) -> None:
+        values = [_rr_value(outbound, secure)]
         if inbound is not None and (inbound.transport != outbound.transport
                                     or inbound.host != outbound.host):
-            values.append(_rr_value(inbound))
+            values.append(_rr_value(inbound, secure))
         for value in reversed(values):
             out.add("Record-Route", value, first=True)
 
@@ -584,8 +587,11 @@ class ProxyContext:
             for uri, binding in group:
                 out, dest = self.proxy.prepare(self, uri, binding)
                 if out is None:
-                    self.responses.append(make_response(self.request, 503,
-                                                        "Unresolvable destination",
+                    if self.request.uri.scheme == "sips":
+                        status, reason = 480, "No secure path to the target"
+                    else:
+                        status, reason = 503, "Unresolvable destination"
+                    self.responses.append(make_response(self.request, status, reason,
                                                         to_tag=self.to_tag))
                     continue
                 branch = Branch(self, out, dest)
@@ -702,6 +708,10 @@ def _hostport(point) -> str:
     return "%s:%d" % (host, point.port)
 
 
-def _rr_value(point) -> str:
+def _rr_value(point, secure: bool = False) -> str:
+    if secure and point.transport in ("tls", "wss"):
+        # §16.6 step 4: a sips: request is record-routed with sips: URIs
+        params = "" if point.transport == "tls" else ";transport=%s" % point.transport
+        return "<sips:%s%s;lr>" % (_hostport(point), params)
     params = "" if point.transport == "udp" else ";transport=%s" % point.transport
     return "<sip:%s%s;lr>" % (_hostport(point), params)

@@ -32,6 +32,7 @@ def test_listening_points_from_config(make_transports):
         ListeningPoint("udp", "0.0.0.0", 5060),
         ListeningPoint("udp", "::", 5060),
         ListeningPoint("tcp", "127.0.0.1", 5061),
+        ListeningPoint("tls", "0.0.0.0", 5062),
     ]
 
 
@@ -85,7 +86,7 @@ def test_bind_error_unknown_local_address(make_transports):
 
 
 def test_unsupported_listen_keys_are_ignored(make_transports, reactor):
-    t = make_transports(listen={"tls": ["127.0.0.1:5061"], "admin": ["127.0.0.1:8000"]})
+    t = make_transports(listen={"admin": ["127.0.0.1:8000"]})
     t.listen()
     assert reactor.adoptedPorts == []
     assert t.listening == []
