@@ -138,6 +138,7 @@ def test_send_to_udp_without_socket_fails_later(make_transports, core, reactor):
 def test_send_to_unknown_transport_fails_later(make_transports, core, reactor):
     t = make_transports()
     flow = t.send_to(b"x", "sctp", "192.0.2.1", 5060)
+    assert flow.transport == "sctp"
     reactor.advance(0)
     assert core.named("failed") == [("failed", None, flow)]
 
