@@ -245,7 +245,7 @@ class TLSContexts:
             enableSessions=False,
         )
         if ask_peers:
-            kwargs.update(trustRoot=_OwnAndSystemTrust(self.trusted), requireCertificate=False)
+            return _ServerAskingPeers(_OwnAndSystemTrust(self.trusted), **kwargs)
         return ssl.CertificateOptions(**kwargs)
 
     def ws_server_options(self) -> Any:
@@ -275,6 +275,38 @@ class TLSContexts:
                 raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
             )
         return self._client_plain
+
+
+def _server_asking_peers_class() -> Any:
+    from OpenSSL import SSL
+    from twisted.internet import ssl
+
+    class ServerAskingPeers(ssl.CertificateOptions):
+        """Asks the client for a certificate and refuses one that does not verify;
+        a client without one is served (Twisted's own options require one)."""
+
+        def __init__(self, trust: Any, **kwargs: Any) -> None:
+            ssl.CertificateOptions.__init__(self, **kwargs)
+            self._trust = trust
+
+        def _makeContext(self, *args: Any, **kwargs: Any) -> Any:
+            ctx = ssl.CertificateOptions._makeContext(self, *args, **kwargs)
+            self._trust._addCACertsToContext(ctx)
+            ctx.set_verify(SSL.VERIFY_PEER, lambda conn, cert, errno, depth, ok: bool(ok))
+            ctx.set_session_id(b"reticulum")
+            return ctx
+
+    return ServerAskingPeers
+
+
+def _ServerAskingPeers(trust: Any, **kwargs: Any) -> Any:
+    global _server_asking_peers
+    if _server_asking_peers is None:
+        _server_asking_peers = _server_asking_peers_class()
+    return _server_asking_peers(trust, **kwargs)
+
+
+_server_asking_peers: Any = None
 
 
 def _pem_certificates(data: bytes) -> List[bytes]:
