@@ -26,6 +26,8 @@ DIALOG_CREATING = frozenset(("INVITE", "SUBSCRIBE", "REFER"))
 SUPPORTED_OPTIONS = ("path", "outbound")
 ALLOW = ", ".join(ALLOWED_METHODS)
 MAGIC = "z9hG4bK"
+#: URI parameters that must match when URIs are compared (RFC 3261 §19.1.4)
+_URI_PARAMS_COMPARED = ("transport", "user", "ttl", "method", "maddr")
 
 
 def _tag() -> str:
@@ -254,7 +256,17 @@ class Proxy:
 
     def _binding_for_contact(self, uri):
         find = getattr(self.location, "find_contact", None)
-        return find(str(uri), self.clock.seconds()) if find is not None else None
+        if find is None:
+            return None
+        now = self.clock.seconds()
+        binding = find(str(uri), now)
+        if binding is None and uri.params:
+            # RFC 3261 §19.1.4: a parameter on one side only (RFC 5626 "ob" in a dialog's
+            # Contact, as WebSocket phones send) does not make the URIs differ
+            kept = {k: v for k, v in uri.params.items() if k in _URI_PARAMS_COMPARED}
+            if len(kept) != len(uri.params):
+                binding = find(str(uri.copy(params=kept)), now)
+        return binding
 
     def _is_loop(self, request: Request) -> bool:
         """§16.3 step 4: our own Via with this request's loop hash means it came back."""
@@ -577,7 +589,8 @@ class ProxyContext:
     # forwarding
 
     def start(self) -> None:
-        self._next_group()
+        if not self._next_group() and not self.final_sent:
+            self._send_best()  # no target could be tried: answer now (480/503 collected)
 
     def _next_group(self) -> bool:
         """Fork to the next q-value group; False when nothing was left to try."""
