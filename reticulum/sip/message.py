@@ -236,8 +236,11 @@ class Message:
         """Parse the headers the core relies on; raise ParseError on a missing, broken or
         duplicated one (see docs/architecture.md)."""
         counts = dict.fromkeys(_SINGLE, 0)
-        for k, _, _ in self.headers._h:
+        firsts = {}
+        for k, _, v in self.headers._h:
             if k in _SINGLE_SET:
+                if not counts[k]:
+                    firsts[k] = v
                 counts[k] += 1
         if isinstance(self, Request):
             uri = self.uri
@@ -245,37 +248,45 @@ class Message:
                 raise ParseError("Bad Request-URI")
         for key, name in (("to", "To"), ("from", "From"), ("call-id", "Call-ID"),
                           ("cseq", "CSeq")):
-            if counts[key] == 0:
-                raise ParseError("Missing " + name)
-            if counts[key] > 1:
-                raise ParseError("Multiple " + name)
+            if counts[key] != 1:
+                raise ParseError(("Missing " if not counts[key] else "Multiple ") + name)
         if not self.vias:
             raise ParseError("Missing Via")
-        self.to
-        self.from_
-        call_id = self.call_id
-        if not _valid_call_id(call_id):
+        cache = self.headers._cache
+        if "to" not in cache:
+            cache["to"] = _parse_address(firsts["to"], "Bad To")
+        if "from" not in cache:
+            cache["from"] = _parse_address(firsts["from"], "Bad From")
+        if not _valid_call_id(firsts["call-id"]):
             raise ParseError("Bad Call-ID")
-        cseq = self.cseq
+        cseq = cache.get("cseq")
+        if cseq is None:
+            cseq = cache["cseq"] = parse_cseq(firsts["cseq"])
         if isinstance(self, Request) and cseq.method != self.method:
             raise ParseError("CSeq method mismatch")
         for key, name in (("max-forwards", "Max-Forwards"), ("content-length", "Content-Length"),
                           ("expires", "Expires"), ("date", "Date")):
-            if counts[key] > 1:
-                raise ParseError("Multiple " + name)
-        self.max_forwards
-        if counts["content-length"]:
-            if small_int(self._first("content-length"), 2 ** 31) is None:
-                raise ParseError("Bad Content-Length")
+            n = counts[key]
+            if n:
+                if n > 1:
+                    raise ParseError("Multiple " + name)
+                value = firsts[key]
+                if key == "max-forwards":
+                    self.max_forwards
+                elif key == "content-length":
+                    if small_int(value, _MAX_CONTENT_LENGTH) is None:
+                        raise ParseError("Bad Content-Length")
+                elif key == "expires":
+                    self.expires
+                else:
+                    parse_date(value)
         contacts = self.contacts
-        if len(contacts) > 1 and any(c.star for c in contacts):
+        if len(contacts) > 1:
+            for contact in contacts:
+                if contact.star:
+                    raise ParseError("Bad Contact")
+        elif contacts and contacts[0].star and contacts[0].params:
             raise ParseError("Bad Contact")
-        for contact in contacts:
-            if contact.star and contact.params:
-                raise ParseError("Bad Contact")
-        self.expires
-        if counts["date"]:
-            parse_date(self._first("date"))
         self.routes
         self.record_routes
 
@@ -318,7 +329,9 @@ class Message:
         return (self._start_line() == other._start_line() and self.body == other.body
                 and _comparable(self.headers) == _comparable(other.headers))
 
-    __hash__ = None
+    # Messages are mutable: they hash by identity (usable as keys and in sets), while ==
+    # compares content (start line, headers but Content-Length, body).
+    __hash__ = object.__hash__
 
 
 def _comparable(headers: Headers) -> list:
@@ -426,16 +439,24 @@ def _request_line(line: str):
 
 
 def _unfold(lines: list) -> list:
+    """Join continuation lines (starting with SP or HTAB) to their header line; the line
+    break and the leading whitespace become one space. A continuation with no header line
+    before it is turned into a bad (empty) line."""
     out: list = []
+    pieces = None
     bad = False
     for line in lines:
         if line[:1] == " " or line[:1] == "\t":
-            if not out:
+            if pieces is None:
                 bad = True
-                continue
-            out[-1] = out[-1] + " " + line.lstrip(WS)
+            else:
+                pieces.append(line.lstrip(WS))
         else:
-            out.append(line)
+            if pieces is not None:
+                out.append(" ".join(pieces))
+            pieces = [line]
+    if pieces is not None:
+        out.append(" ".join(pieces))
     if bad:
         out.append("")  # reported as a bad header line
     return out

@@ -151,7 +151,9 @@ class URI:
         result = self.__eq__(other)
         return result if result is NotImplemented else not result
 
-    __hash__ = None  # mutable
+    def __hash__(self) -> int:
+        # From fields that equal URIs share; do not change a URI used as a key.
+        return hash((self.scheme, self.user, self.host, self.port, self.opaque))
 
     def aor(self) -> str:
         """The canonical address-of-record: "sip:user@host" (":port" when one is given).

@@ -90,11 +90,17 @@ class Address:
         result = self.__eq__(other)
         return result if result is NotImplemented else not result
 
-    __hash__ = None
+    def __hash__(self) -> int:
+        return hash((self.star, self.display, self.uri))
+
+
+_TOKEN_LWS = TOKEN_CHARS | frozenset(WS)
 
 
 def _check_token_display(text: str) -> str:
     # display-name = *(token LWS): token characters and whitespace; non-ASCII is tolerated.
+    if _TOKEN_LWS.issuperset(text):
+        return text
     for c in text:
         if c not in TOKEN_CHARS and c not in WS and c < "\x80":
             raise ParseError("Bad display name")
@@ -246,7 +252,8 @@ class Via:
         result = self.__eq__(other)
         return result if result is NotImplemented else not result
 
-    __hash__ = None
+    def __hash__(self) -> int:
+        return hash((self.transport, self.host, self.port))
 
 
 def parse_via(value: str) -> Via:

@@ -378,3 +378,19 @@ def test_reason_phrases():
     assert reason_phrase(499) == "Bad Request" and reason_phrase(299) == "OK"
     assert Response(404).reason == "Not Found"
     assert Response(202, headers=Headers([("Expires", "5")])).expires == 5
+
+
+def test_hashing():
+    m = parse(invite())
+    assert m in {m} and m.copy() == m
+    assert {parse_uri("sip:a@B.com;x=1")} == {parse_uri("sip:a@b.com;x=1")}
+    assert len({m.to, parse(invite()).to}) == 1 and len({m.via, parse(invite()).via}) == 1
+
+
+def test_many_continuation_lines_are_linear():
+    import time
+    data = invite("Subject: start" + "\r\n x" * 40000)
+    started = time.perf_counter()
+    m = parse(data)
+    assert time.perf_counter() - started < 2.0
+    assert m.get("Subject") == "start" + " x" * 40000
