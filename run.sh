@@ -120,6 +120,34 @@ ensure_sipp() {
     fi
 }
 
+# ensure_test_tools: what the TLS phone and browser tests need, on a fresh machine too:
+# baresip (SIP over TLS), Debian's chromium, node + npm; then the node packages of
+# package-lock.json (playwright-core, jssip, esbuild) and the JsSIP bundle
+ensure_test_tools() {
+    local want=() stamp lock_hash
+    command -v baresip >/dev/null 2>&1 || want+=(baresip-core)
+    [ -x /usr/bin/chromium ] || want+=(chromium)
+    command -v node >/dev/null 2>&1 || want+=(nodejs)
+    command -v npm >/dev/null 2>&1 || want+=(npm)
+    command -v unshare >/dev/null 2>&1 || want+=(util-linux)
+    command -v ip >/dev/null 2>&1 || want+=(iproute2)
+    if [ "${#want[@]}" -gt 0 ]; then
+        apt_install "${want[@]}"
+    fi
+    stamp=node_modules/.reticulum-stamp
+    lock_hash="$(cat package.json package-lock.json | sha256sum | cut -d' ' -f1)"
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_hash" ]; then
+        say "installing node packages (npm ci)"
+        npm ci --no-audit --no-fund --loglevel=error >&2
+        printf '%s\n' "$lock_hash" >"$stamp"
+        rm -f tests/browser/build/jssip.js
+    fi
+    if [ ! -f tests/browser/build/jssip.js ]; then
+        say "bundling JsSIP"
+        sh tests/browser/build.sh >&2
+    fi
+}
+
 want_kind() {
     if [ -n "${RETICULUM_PYTHON:-}" ] && is_pypy_name "$RETICULUM_PYTHON"; then
         echo pypy
@@ -144,6 +172,7 @@ cmd_test() {
     kind="$(want_kind)"
     venv="$(ensure_env "$kind")"
     ensure_sipp
+    ensure_test_tools
     say "tests on $("$venv/bin/python" -c 'import platform; print(platform.python_implementation(), platform.python_version())')"
     run_pytest "$venv" "$@" || rc=$?
 
