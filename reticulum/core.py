@@ -208,6 +208,8 @@ class Core:
         if partial is None:
             try:
                 partial = parse(data, stream=True)
+            except ParseError as again:
+                partial = again.partial
             except Exception:
                 partial = None
         self.log.warn("Malformed message from {transport} {peer}: {reason}",

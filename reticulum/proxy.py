@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import random
 
 from twisted.logger import Logger
 
@@ -30,8 +31,12 @@ MAGIC = "z9hG4bK"
 _URI_PARAMS_COMPARED = ("transport", "user", "ttl", "method", "maddr")
 
 
+_random = random.Random(os.urandom(16))
+
+
 def _tag() -> str:
-    return os.urandom(6).hex()
+    """A To tag (§19.3: at least 32 random bits). Not a secret, so no system call per tag."""
+    return "%012x" % _random.getrandbits(48)
 
 
 class Proxy:
@@ -270,10 +275,16 @@ class Proxy:
 
     def _is_loop(self, request: Request) -> bool:
         """§16.3 step 4: our own Via with this request's loop hash means it came back."""
-        marker = MAGIC + self.loop_hash(request)
-        for via in request.vias:
-            branch = via.branch or ""
-            if branch.startswith(marker) and self.core.is_local_address(via.host, via.port):
+        vias = request.vias
+        if len(vias) < 2:
+            return False  # only the sender's own Via: it cannot have passed through us
+        marker = None
+        for via in vias:
+            if not self.core.is_local_address(via.host, via.port):
+                continue
+            if marker is None:
+                marker = MAGIC + self.loop_hash(request)
+            if (via.branch or "").startswith(marker):
                 return True
         return False
 
