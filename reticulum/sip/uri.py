@@ -156,11 +156,12 @@ class URI:
         return hash((self.scheme, self.user, self.host, self.port, self.opaque))
 
     def aor(self) -> str:
-        """The canonical address-of-record: "sip:user@host" (":port" when one is given).
+        """The canonical address-of-record for location lookups: "sip:user@host".
 
-        sips becomes sip, parameters, password and headers are dropped, escapes of characters
-        that need none are undone (%75 -> u) and the rest are upper-cased (%00 stays %00).
-        tel: the number without visual separators. Other schemes: the URI as is."""
+        sips becomes sip; port, parameters, password and headers are dropped; escapes of
+        characters that need none are undone (%75 -> u) and the rest are upper-cased (%00
+        stays %00); the host is lower case (IPv6 in brackets). tel: the number without visual
+        separators. Other schemes: the URI as is."""
         scheme = self.scheme
         if scheme == "tel":
             number = self.user if self.user is not None else (self.opaque or "").split(";")[0]
@@ -170,7 +171,8 @@ class URI:
         out = "sip:"
         if self.user is not None:
             out += canonical_escapes(self.user, _USER_PLAIN) + "@"
-        return out + self.host_port()
+        host = self.host or ""
+        return out + ("[" + host + "]" if ":" in host else host)
 
     def equivalent(self, other: "URI") -> bool:
         """URI comparison of RFC 3261 §19.1.4 (user and password case-sensitive after

@@ -131,7 +131,7 @@ def test_aor_canonical():
     assert parse_uri("sips:%75se%72@Example.COM;transport=tcp?x=y").aor() == "sip:user@example.com"
     assert parse_uri("sip:I%20have%20spaces@example.net").aor() == "sip:I%20have%20spaces@example.net"
     assert parse_uri("sip:a%2fb@example.net").aor() == "sip:a/b@example.net"
-    assert parse_uri("sip:alice:pw@example.com:5070").aor() == "sip:alice@example.com:5070"
+    assert parse_uri("sip:alice:pw@example.com:5070").aor() == "sip:alice@example.com"
     assert parse_uri("sip:example.com").aor() == "sip:example.com"
     assert parse_uri("sip:bob@[2001:db8::1]").aor() == "sip:bob@[2001:db8::1]"
 
