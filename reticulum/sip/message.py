@@ -381,7 +381,10 @@ class Response(Message):
         self.reason = reason_phrase(self.status) if reason is None else reason
 
     def _start_line(self) -> str:
-        return "SIP/2.0 %d %s" % (self.status, self.reason)
+        reason = self.reason
+        if "\r" in reason or "\n" in reason:
+            reason = reason.replace("\r", " ").replace("\n", " ")
+        return "SIP/2.0 %d %s" % (self.status, reason)
 
     def copy(self) -> "Response":
         new = Response.__new__(Response)
@@ -588,9 +591,6 @@ def parse(data: bytes, stream: bool = False):
 
 
 # -- responses -------------------------------------------------------------------------------
-
-_RESPONSE_COPY = ("via", "from", "to", "call-id", "cseq")
-
 
 def make_response(request, status: int, reason=None, to_tag=None) -> Response:
     """A response to ``request`` per RFC 3261 §8.2.6: every Via (in order), From, To (with

@@ -394,3 +394,10 @@ def test_many_continuation_lines_are_linear():
     m = parse(data)
     assert time.perf_counter() - started < 2.0
     assert m.get("Subject") == "start" + " x" * 40000
+
+
+def test_reason_phrase_cannot_inject_lines():
+    r = make_response(parse(invite()), 400, "Bad\r\nVia: SIP/2.0/UDP evil")
+    out = bytes(r)
+    assert out.startswith(b"SIP/2.0 400 Bad  Via: SIP/2.0/UDP evil\r\n")
+    assert parse(out).get_all("Via") == [parse(invite()).get("Via")]
