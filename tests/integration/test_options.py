@@ -76,7 +76,10 @@ def test_tcp_oversized_message_gets_413_then_close(start_server):
 
 def test_udp_oversized_message_gets_413(start_server):
     server = start_server(transports=("udp",), transport={"max_message_size": 2048})
-    msg = OPTIONS_TCP.replace(b"TCP", b"UDP") + b"Content-Length: 3000\r\n\r\n" + b"x" * 3000
+    # rport: the answer goes back to the source port (RFC 3581), not to the Via's port 9
+    msg = OPTIONS_TCP.replace(b"TCP 127.0.0.1:9;branch=z9hG4bK-framing",
+                              b"UDP 127.0.0.1:9;branch=z9hG4bK-framing;rport")
+    msg += b"Content-Length: 3000\r\n\r\n" + b"x" * 3000
     data = sip_exchange(server.host, server.port, msg, "udp", timeout=5)
     assert data is not None and data.startswith(b"SIP/2.0 413"), data
 
