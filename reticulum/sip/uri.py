@@ -357,19 +357,22 @@ def _port(text: str) -> int:
     return value
 
 
+_PARAM_TEXT = PARAM_CHARS | frozenset(";=")
+
+
 def _parse_uri_params(text: str) -> dict:
+    if not _PARAM_TEXT.issuperset(text) or ("%" in text and not check_escapes(text)):
+        raise ParseError("Bad URI")
     params: dict = {}
     for part in text.split(";"):
         name, eq, value = part.partition("=")
-        if not name or not PARAM_CHARS.issuperset(name):
+        if not name:
             raise ParseError("Bad URI")
         if eq:
-            if not value or not PARAM_CHARS.issuperset(value):
+            if not value or "=" in value:
                 raise ParseError("Bad URI")
         else:
             value = None
-        if "%" in part and not check_escapes(part):
-            raise ParseError("Bad URI")
         name = name.lower()
         if name not in params:
             params[name] = value
