@@ -58,7 +58,7 @@ def write_config(directory: str, port: int, extra: str = "", users: dict | None 
 def options_ok(port: int, timeout: float = 0.5) -> bool:
     message = (
         "OPTIONS sip:127.0.0.1:%d SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKbench%d\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKbench%d;rport\r\n"
         "From: <sip:bench@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1:%d>\r\n"
         "Call-ID: bench-%f\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         % (port, os.getpid(), port, time.time())
@@ -80,7 +80,8 @@ def server(config_path: str, python: str | None = None):
     python = python or os.environ.get("RETICULUM_BENCH_PYTHON") or sys.executable
     log = open(os.path.join(os.path.dirname(config_path), "server.log"), "w")
     proc = subprocess.Popen(
-        [python, "-m", "twisted", "-n", "--pidfile=", "reticulum", "--config", config_path],
+        [python, "-c", "import sys; from twisted.scripts.twistd import run; sys.exit(run())",
+         "-n", "--pidfile=", "reticulum", "--config", config_path],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     port = int(open(config_path).read().split('udp = ["127.0.0.1:')[1].split('"')[0])
