@@ -1,0 +1,353 @@
+"""SIP over TLS through the real server: a real phone (baresip) registers, calls and is
+called over TLS; a sips: request never leaves in clear text.
+
+baresip is driven headlessly through its ctrl_tcp module (netstring JSON commands and
+events on loopback) and bound to 127.0.0.1 (``net_interface``), so none of its traffic
+uses another interface. SIPp (built without TLS) is the plain-text UDP leg.
+"""
+from __future__ import annotations
+
+import json
+import math
+import struct
+import wave
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import queue
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import pytest
+
+from tests.integration.harness import free_port, start_sipp
+from tests.integration.sipclient import DOMAIN, build, read_message, register, status
+
+SDP = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 40002 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
+
+
+def tls_server(start_server, **overrides):
+    tls_port = free_port()
+    # baresip 1.0 (libre) answers MD5 challenges only and gives up on the others
+    server = start_server(listen={"tls": ["127.0.0.1:%d" % tls_port]}, auth={"algorithms": ["MD5"]}, **overrides)
+    server.tls_port = tls_port
+    server.certificate = str(server.state_dir / "tls" / "certificate.pem")
+    return server
+
+
+def two_free_ports() -> int:
+    """p with p and p+1 free (baresip listens for TLS next to its UDP/TCP port)."""
+    for _ in range(50):
+        p = free_port()
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", p + 1))
+            return p
+        except OSError:
+            continue
+    raise AssertionError("no two adjacent free ports")
+
+
+def tone(path: Path) -> Path:
+    """A minute of a 440 Hz tone, 8 kHz mono: the phone's microphone (it hangs up when
+    the file ends)."""
+    period = b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / 8000))) for i in range(400))
+    samples = period * (60 * 20)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(samples)
+    return path
+
+
+class Baresip:
+    """One baresip phone for ``user``, registered over TLS through the server."""
+
+    def __init__(self, directory: Path, server: Any, user: str, password: Optional[str] = None) -> None:
+        if shutil.which("baresip") is None:
+            pytest.fail("baresip is not installed (apt-get install baresip-core; ./run.sh test does it)")
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.sip_port = two_free_ports()
+        self.ctrl_port = free_port()
+        password = password or "%s-secret" % user
+        (directory / "config").write_text(
+            "poll_method epoll\n"
+            "sip_listen 127.0.0.1:%d\n"
+            "sip_cafile %s\n"
+            "net_interface 127.0.0.1\n"
+            "audio_source aufile,%s\n"
+            "audio_alert aufile,%s\n"
+            "rtp_ports 41000-41999\n"
+            "module_path /usr/lib/baresip/modules\n"
+            "module g711.so\n"
+            "module aufile.so\n"
+            "module ctrl_tcp.so\n"
+            "module_app account.so\n"
+            "module_app menu.so\n"
+            "ctrl_tcp_listen 127.0.0.1:%d\n"
+            % (self.sip_port, server.certificate, tone(directory / "tone.wav"), tone(directory / "alert.wav"),
+               self.ctrl_port)
+        )
+        (directory / "accounts").write_text(
+            '<sip:%s@%s;transport=tls>;auth_pass=%s;outbound="sip:127.0.0.1:%d;transport=tls";'
+            "regint=600;answermode=auto\n" % (user, DOMAIN, password, server.tls_port)
+        )
+        (directory / "contacts").write_text("")
+        self.out = open(directory / "baresip.log", "wb")
+        self.proc = subprocess.Popen(["baresip", "-f", str(directory)], stdin=subprocess.DEVNULL,
+                                     stdout=self.out, stderr=subprocess.STDOUT)
+        self.events: "queue.Queue[Dict[str, Any]]" = queue.Queue()
+        self.seen: list = []
+        self.ctrl = self._connect()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _connect(self) -> socket.socket:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                return socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=2)
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("baresip did not start:\n%s" % self.log())
+                time.sleep(0.1)
+
+    def _read(self) -> None:
+        buf = b""
+        self.ctrl.settimeout(None)
+        while True:
+            try:
+                chunk = self.ctrl.recv(65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            buf += chunk
+            while True:
+                colon = buf.find(b":")
+                if colon < 0:
+                    break
+                n = int(buf[:colon])
+                if len(buf) < colon + 1 + n + 1:
+                    break
+                payload = buf[colon + 1 : colon + 1 + n]
+                buf = buf[colon + 2 + n :]
+                try:
+                    self.events.put(json.loads(payload))
+                except ValueError:
+                    pass
+
+    def command(self, command: str, params: str = "") -> None:
+        body = json.dumps({"command": command, "params": params, "token": uuid.uuid4().hex[:8]}).encode()
+        self.ctrl.sendall(b"%d:%s," % (len(body), body))
+
+    def wait(self, event_type: str, timeout: float = 10.0) -> Dict[str, Any]:
+        for e in self.seen:
+            if e.get("type") == event_type:
+                self.seen.remove(e)
+                return e
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("baresip: no %s event; got %r\n%s" % (event_type, self.seen, self.log()))
+            try:
+                e = self.events.get(timeout=left)
+            except queue.Empty:
+                continue
+            if e.get("type") == event_type:
+                return e
+            self.seen.append(e)
+
+    def registered(self, timeout: float = 10.0) -> None:
+        """Wait until the account is registered (asks, so an early event is not missed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            token = uuid.uuid4().hex[:8]
+            body = json.dumps({"command": "reginfo", "params": "", "token": token}).encode()
+            self.ctrl.sendall(b"%d:%s," % (len(body), body))
+            end = time.monotonic() + 2
+            while time.monotonic() < end:
+                try:
+                    e = self.events.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if e.get("token") == token:
+                    if "OK" in (e.get("data") or "").replace("\x1b", ""):
+                        return
+                    break
+                self.seen.append(e)
+            time.sleep(0.2)
+        raise AssertionError("baresip did not register\n%s" % self.log())
+
+    def log(self) -> str:
+        try:
+            return (self.directory / "baresip.log").read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        try:
+            self.command("quit")
+        except OSError:
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.ctrl.close()
+        self.out.close()
+
+
+@pytest.fixture
+def phones():
+    started = []
+    yield started
+    for p in started:
+        p.stop()
+
+
+def test_baresip_registers_over_tls_and_calls_a_udp_phone(start_server, tmp_path, phones):
+    server = tls_server(start_server)
+    port = free_port()
+    assert register(server, tmp_path, "bob", port).ok
+    uas = start_sipp("uas", None, local_port=port, cwd=tmp_path, timeout=30, name="uas-bob")
+    alice = Baresip(tmp_path / "alice", server, "alice")
+    phones.append(alice)
+    alice.registered()
+    time.sleep(0.3)
+    alice.command("dial", "sip:bob@%s" % DOMAIN)
+    alice.wait("CALL_ESTABLISHED", 15)
+    time.sleep(0.5)
+    alice.command("hangup")
+    alice.wait("CALL_CLOSED")
+    result = uas.wait()
+    assert result.ok, result.describe()
+    log = server.read_log()
+    for line in ("<- REGISTER", "<- INVITE", "<- BYE"):
+        assert any(line in l and "from tls" in l for l in log.splitlines()), line
+
+
+def test_udp_phone_calls_baresip_over_tls(start_server, tmp_path, phones):
+    server = tls_server(start_server)
+    alice = Baresip(tmp_path / "alice", server, "alice")
+    phones.append(alice)
+    alice.registered()
+    uac = start_sipp("uac", server.address, "-s", "alice", "-key", "domain", DOMAIN,
+                     "-key", "caller", "carol@example.org", "-d", "500",
+                     cwd=tmp_path, timeout=30, name="uac-carol")
+    alice.wait("CALL_ESTABLISHED", 15)
+    alice.wait("CALL_CLOSED", 15)  # SIPp hung up
+    result = uac.wait()
+    assert result.ok, result.describe()
+    log = server.read_log()
+    assert any("-> INVITE" in l and "to tls" in l for l in log.splitlines())
+    assert any("-> BYE" in l and "to tls" in l for l in log.splitlines())
+
+
+class TLSClient:
+    """A SIP client on one TLS connection (ssl module), checking the server's certificate."""
+
+    def __init__(self, server: Any) -> None:
+        ctx = ssl.create_default_context(cafile=server.certificate)
+        raw = socket.create_connection(("127.0.0.1", server.tls_port), timeout=5)
+        self.sock = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+        self.local = self.sock.getsockname()[:2]
+        self.buffer = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def recv(self) -> bytes:
+        message, self.buffer = read_message(self.sock, self.buffer)
+        return message
+
+    def final(self) -> bytes:
+        while True:
+            message = self.recv()
+            if message.startswith(b"SIP/2.0 1"):
+                continue
+            return message
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_sips_request_is_never_sent_in_clear_text(start_server, tmp_path):
+    """bob is reachable only over UDP/TCP: a sips: INVITE for him gets 480, and
+    nothing at all reaches his address."""
+    server = tls_server(start_server)
+    port = free_port()
+    assert register(server, tmp_path, "bob", port, contact_params=";line=1").ok
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", port))
+    udp.settimeout(1.5)
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", port))
+    tcp.listen(1)
+    tcp.settimeout(0.2)
+    client = TLSClient(server)
+    try:
+        client.send(build("INVITE", "sips:bob@%s" % DOMAIN, client.local, transport="TLS", body=SDP,
+                          headers=["Contact: <sips:carol@127.0.0.1:%d>" % client.local[1],
+                                   "Content-Type: application/sdp"]))
+        final = client.final()
+        assert status(final) in (480, 503), final
+        # the same call as sip: does reach bob's address (the check below is not vacuous)
+        client.send(build("OPTIONS", "sip:bob@%s" % DOMAIN, client.local, transport="TLS"))
+        data, addr = udp.recvfrom(65535)
+        assert data.startswith(b"OPTIONS "), data
+        head = data.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]
+        keep = [h for h in head if h.split(b":")[0].strip().lower() in (b"via", b"from", b"to", b"call-id", b"cseq")]
+        udp.sendto(b"SIP/2.0 200 OK\r\n" + b"\r\n".join(keep) + b"\r\nContent-Length: 0\r\n\r\n", addr)
+        assert status(client.final()) == 200
+        with pytest.raises(socket.timeout):  # nothing after the sip: OPTIONS
+            udp.recvfrom(65535)
+        with pytest.raises(socket.timeout):
+            tcp.accept()
+    finally:
+        client.close()
+        udp.close()
+        tcp.close()
+
+
+def test_sips_call_reaches_a_phone_registered_over_tls(start_server, tmp_path, phones):
+    server = tls_server(start_server)
+    alice = Baresip(tmp_path / "alice", server, "alice")
+    phones.append(alice)
+    alice.registered()
+    client = TLSClient(server)
+    try:
+        call_id = uuid.uuid4().hex
+        ruri = "sips:alice@%s" % DOMAIN
+        client.send(build("INVITE", ruri, client.local, transport="TLS", body=SDP, call_id=call_id,
+                          headers=["Contact: <sips:carol@127.0.0.1:%d>" % client.local[1],
+                                   "Content-Type: application/sdp"]))
+        ok = client.final()
+        assert status(ok) == 200, ok
+        text = ok.decode()
+        headers = [l for l in text.split("\r\n\r\n")[0].split("\r\n")[1:]]
+        rr = [l.split(":", 1)[1].strip() for l in headers if l.lower().startswith("record-route:")]
+        assert rr and all(v.startswith("<sips:") for v in rr), rr  # sips: Record-Route (§16.6)
+        to = next(l.split(":", 1)[1].strip() for l in headers if l.lower().startswith("to:"))
+        contact = next(l.split(":", 1)[1].strip() for l in headers if l.lower().startswith("contact:"))
+        target = contact.split(">")[0].lstrip("<")
+        routes = ["Route: %s" % ", ".join(reversed(rr))]
+        client.send(build("ACK", target, client.local, transport="TLS", call_id=call_id, cseq=1, to=to,
+                          headers=routes))
+        alice.wait("CALL_ESTABLISHED", 10)
+        client.send(build("BYE", target, client.local, transport="TLS", call_id=call_id, cseq=2, to=to,
+                          headers=routes))
+        assert status(client.final()) == 200
+        alice.wait("CALL_CLOSED")
+    finally:
+        client.close()
