@@ -33,6 +33,23 @@ __all__ = ["ReticulumService", "StartupError", "make_service"]
 log = Logger(namespace="reticulum.service")
 
 
+def raise_open_files_limit() -> None:
+    """Every connection (TCP, TLS, WebSocket) holds a file descriptor: lift the soft
+    limit on open files to the hard one."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = max(soft, 1 << 20) if hard == resource.RLIM_INFINITY else hard
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            log.info("open files limit raised from {soft} to {target}", soft=soft, target=target)
+    except (OSError, ValueError):
+        pass
+
+
 class StartupError(Exception):
     """The server cannot start; the message says why."""
 
@@ -80,6 +97,8 @@ class ReticulumService(MultiService):
             raise StartupError("cannot create state_dir %s: %s" % (config.state_dir, e.strerror or e)) from None
 
         from reticulum.core import Core
+
+        raise_open_files_limit()
 
         transports = Transports(config, reactor=self.reactor)
         core = Core(config, clock=self.reactor, transports=transports)
