@@ -215,6 +215,7 @@ class Proxy:
             request.uri = parse_address(routes[-1]).uri
             request.set("Route", ", ".join(routes[:-1])) if len(routes) > 1 \
                 else request.remove("Route")
+            removed += 1
         for _ in range(2):  # double Record-Route (RFC 5658) puts two of ours on top
             routes = request.routes
             if routes and core.is_us(routes[0].uri):

@@ -329,3 +329,103 @@ def test_no_transaction_leak_after_a_burst(tmp_path):
         clock.advance(10)
     assert len(core.transactions) == 0
     assert not core.proxy.contexts
+
+
+def test_double_record_route_when_transports_differ(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    register(core, clock, "bob", CALLEE)
+    caller = Flow("tcp", PROXY, ("127.0.0.1", 6001), 5)
+    core.receive_bytes(request().replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"), caller)
+    (invite,) = to_flow(net.take(), CALLEE)
+    assert invite.get_all("Record-Route") == ["<sip:127.0.0.1:5060;lr>",
+                                              "<sip:127.0.0.1:5060;transport=tcp;lr>"]
+    assert invite.via.transport == "UDP"
+    # the callee's in-dialog request with both of our routes reaches the caller's contact
+    bye = ("BYE sip:carol@127.0.0.1:6000 SIP/2.0\r\n"
+           "Via: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKb2\r\n"
+           "Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:5060;transport=tcp;lr>\r\n"
+           "From: <sip:bob@reticulum.local>;tag=t1\r\nTo: <sip:carol@example.org>;tag=f1\r\n"
+           "Call-ID: call-1\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+    core.receive_bytes(bye.encode(), CALLEE)
+    sent = net.take()
+    (fwd,) = [m for m, f in sent if isinstance(m, Request)]
+    assert fwd.method == "BYE" and not fwd.get_all("Route")
+
+
+def test_strict_router_upstream(tmp_path):
+    """§16.4: a strict router put our Record-Route URI in the Request-URI."""
+    core, clock, net = make_core(tmp_path)
+    data = request("BYE", "sip:127.0.0.1:5060;lr", to="<sip:bob@reticulum.local>;tag=t1",
+                   extra="Route: <sip:bob@127.0.0.1:7000>")
+    core.receive_bytes(data, CALLER)
+    (fwd,) = to_flow(net.take(), CALLEE)
+    assert fwd.method == "BYE" and str(fwd.uri) == "sip:bob@127.0.0.1:7000"
+    assert not fwd.get_all("Route")
+
+
+def test_challenges_of_all_branches_are_aggregated(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    register(core, clock, "bob", CALLEE)
+    register(core, clock, "bob", CALLEE2)
+    core.receive_bytes(request(), CALLER)
+    sent = net.take()
+    (first,), (second,) = to_flow(sent, CALLEE), to_flow(sent, CALLEE2)
+    core.receive_bytes(answer(first, 407, "Proxy Authentication Required", tag="a",
+                              extra='Proxy-Authenticate: Digest realm="a", nonce="1"'), CALLEE)
+    core.receive_bytes(answer(second, 401, "Unauthorized", tag="b",
+                              extra='WWW-Authenticate: Digest realm="b", nonce="2"'), CALLEE2)
+    (final,) = [m for m in to_flow(net.take(), CALLER) if not isinstance(m, Request)]
+    assert final.status in (401, 407)
+    assert final.get_all("Proxy-Authenticate") == ['Digest realm="a", nonce="1"']
+    assert final.get_all("WWW-Authenticate") == ['Digest realm="b", nonce="2"']
+    assert len(final.vias) == 1
+
+
+def test_6xx_ends_the_search(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    register(core, clock, "bob", CALLEE)
+    register(core, clock, "bob", CALLEE2)
+    core.receive_bytes(request(), CALLER)
+    sent = net.take()
+    (first,), (second,) = to_flow(sent, CALLEE), to_flow(sent, CALLEE2)
+    core.receive_bytes(answer(second, 180, "Ringing", tag="b"), CALLEE2)
+    net.take()
+    core.receive_bytes(answer(first, 603, "Decline", tag="a"), CALLEE)
+    sent = net.take()
+    assert [m.method for m in to_flow(sent, CALLEE2)] == ["CANCEL"]
+    assert not [s for s in statuses(to_flow(sent, CALLER)) if s >= 200]
+    core.receive_bytes(answer(second, 487, "Request Terminated", tag="b"), CALLEE2)
+    finals = [s for s in statuses(to_flow(net.take(), CALLER)) if s >= 200]
+    assert finals == [603]
+
+
+def test_path_becomes_the_route_set(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    edge = Flow("udp", PROXY, ("127.0.0.1", 8000))
+    core.location.put(Binding(aor="sip:bob@reticulum.local", contact="sip:bob@10.9.9.9:5060",
+                              expires_at=clock.seconds() + 3600, flow=edge,
+                              path=["<sip:127.0.0.1:8000;lr>"]))
+    core.receive_bytes(request(), CALLER)
+    (invite,) = to_flow(net.take(), edge)
+    assert str(invite.uri) == "sip:bob@10.9.9.9:5060"
+    assert invite.get_all("Route") == ["<sip:127.0.0.1:8000;lr>"]
+
+
+def test_missing_max_forwards_is_added(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    register(core, clock, "bob", CALLEE)
+    data = request("MESSAGE").replace(b"Max-Forwards: 70\r\n", b"")
+    core.receive_bytes(data, CALLER)
+    (fwd,) = to_flow(net.take(), CALLEE)
+    assert fwd.max_forwards == 69
+
+
+def test_invite_retransmission_is_absorbed(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    register(core, clock, "bob", CALLEE)
+    core.receive_bytes(request(), CALLER)
+    net.take()
+    core.receive_bytes(request(), CALLER)
+    sent = net.take()
+    assert statuses(to_flow(sent, CALLER)) == [100]  # the last provisional, again
+    assert not to_flow(sent, CALLEE)
