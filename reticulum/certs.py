@@ -24,7 +24,7 @@ import datetime
 import ipaddress
 import os
 import socket
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 __all__ = [
     "make_self_signed",
@@ -299,14 +299,15 @@ def _server_asking_peers_class() -> Any:
     return ServerAskingPeers
 
 
+_classes: Dict[str, Any] = {}
+
+
 def _ServerAskingPeers(trust: Any, **kwargs: Any) -> Any:
-    global _server_asking_peers
-    if _server_asking_peers is None:
-        _server_asking_peers = _server_asking_peers_class()
-    return _server_asking_peers(trust, **kwargs)
+    cls = _classes.get("server_asking_peers")
+    if cls is None:
+        cls = _classes["server_asking_peers"] = _server_asking_peers_class()
+    return cls(trust, **kwargs)
 
-
-_server_asking_peers: Any = None
 
 
 def _pem_certificates(data: bytes) -> List[bytes]:
