@@ -111,3 +111,28 @@ def test_local_caller_is_challenged_then_connected(start_server, tmp_path):
                      "alice@" + DOMAIN, cwd=tmp_path, timeout=30).wait()
     assert uac.ok, uac.describe()
     assert uas.wait().ok
+
+
+def test_retransmitted_invite_is_absorbed(start_server):
+    """A caller's retransmission is answered from our server transaction (the 100 again)
+    and never reaches the callee a second time."""
+    from tests.integration.sipclient import UDPPeer, build
+
+    server = start_server(auth={"enabled": False})
+    callee = UDPPeer()
+    callee.send(build("REGISTER", "sip:" + DOMAIN, callee.address,
+                      from_="<sip:bob@%s>;tag=r" % DOMAIN, to="<sip:bob@%s>" % DOMAIN,
+                      headers=["Contact: <sip:bob@127.0.0.1:%d>" % callee.address[1]]), server)
+    assert callee.final().startswith(b"SIP/2.0 200")
+    caller = UDPPeer()
+    invite = build("INVITE", "sip:bob@" + DOMAIN, caller.address, branch="z9hG4bKretrans1")
+    caller.send(invite, server)
+    assert caller.recv().startswith(b"SIP/2.0 100")
+    assert callee.recv().startswith(b"INVITE ")
+    caller.send(invite, server)  # the same INVITE again, as a retransmission
+    assert caller.recv().startswith(b"SIP/2.0 100")
+    callee.sock.settimeout(0.3)  # under T1: the proxy's own Timer A has not fired yet
+    with pytest.raises(OSError):
+        callee.sock.recv(65535)
+    caller.close()
+    callee.close()
