@@ -118,7 +118,8 @@ def test_retransmitted_invite_is_absorbed(start_server):
     and never reaches the callee a second time."""
     from tests.integration.sipclient import UDPPeer, build
 
-    server = start_server(auth={"enabled": False})
+    # T1 of 2 s: the proxy's own Timer A retransmission cannot blur the count below
+    server = start_server(auth={"enabled": False}, timers={"t1": 2.0, "t2": 4.0})
     callee = UDPPeer()
     callee.send(build("REGISTER", "sip:" + DOMAIN, callee.address,
                       from_="<sip:bob@%s>;tag=r" % DOMAIN, to="<sip:bob@%s>" % DOMAIN,
@@ -131,7 +132,7 @@ def test_retransmitted_invite_is_absorbed(start_server):
     assert callee.recv().startswith(b"INVITE ")
     caller.send(invite, server)  # the same INVITE again, as a retransmission
     assert caller.recv().startswith(b"SIP/2.0 100")
-    callee.sock.settimeout(0.3)  # under T1: the proxy's own Timer A has not fired yet
+    callee.sock.settimeout(0.5)
     with pytest.raises(OSError):
         callee.sock.recv(65535)
     caller.close()
