@@ -351,3 +351,29 @@ def test_sips_call_reaches_a_phone_registered_over_tls(start_server, tmp_path, p
         alice.wait("CALL_CLOSED")
     finally:
         client.close()
+
+
+def test_sips_and_transport_tls_targets_get_an_outgoing_tls_connection(start_server, tmp_path):
+    """bob registered over UDP a contact that asks for TLS: a sips: call to him opens a TLS
+    connection to that contact and the INVITE arrives there encrypted."""
+    from reticulum.certs import make_self_signed
+    from tests.transport.test_tls import TLSPeer
+
+    server = tls_server(start_server)
+    peer = TLSPeer(*make_self_signed(["bob.example.org"], ["127.0.0.1"]), tmp_path)
+    try:
+        assert register(server, tmp_path, "bob", peer.port, contact_params=";transport=tls").ok
+        client = TLSClient(server)
+        try:
+            client.send(build("INVITE", "sips:bob@%s" % DOMAIN, client.local, transport="TLS", body=SDP,
+                              headers=["Contact: <sips:carol@127.0.0.1:%d>" % client.local[1],
+                                       "Content-Type: application/sdp"]))
+            data = peer.received.get(timeout=10)
+            assert data.startswith(b"INVITE sip:bob@127.0.0.1:%d;transport=tls SIP/2.0" % peer.port), data[:200]
+            assert b"Via: SIP/2.0/TLS " in data
+            assert b"Record-Route: <sips:" in data
+            assert peer.first_bytes[0] == b"\x16"  # a TLS record: the INVITE was never in clear text
+        finally:
+            client.close()
+    finally:
+        peer.close()
