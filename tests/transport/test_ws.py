@@ -77,6 +77,7 @@ class WSClient:
     ) -> None:
         self.url = url
         self.messages: "queue.Queue[Tuple[bytes, bool]]" = queue.Queue()
+        self.pongs: "queue.Queue[bytes]" = queue.Queue()
         self.opened = threading.Event()
         self.closed = threading.Event()
         self.subprotocol: Optional[str] = None
@@ -98,6 +99,9 @@ class WSClient:
 
             def onMessage(self, payload: bytes, isBinary: bool) -> None:
                 client.messages.put((payload, isBinary))
+
+            def onPong(self, payload: bytes) -> None:
+                client.pongs.put(payload)
 
             def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
                 client.was_clean = wasClean
@@ -368,6 +372,15 @@ def test_crlf_frames_are_keepalives(echo):
         c.send(b"\r\n\r\n")
         c.send(b"\r\n" + SIP)
         assert c.recv() == b"ECHO " + SIP  # the keep-alive got no answer, the message did
+    finally:
+        c.close()
+
+
+def test_ping_is_answered_with_pong(echo):
+    c = WSClient(ws_url(echo))
+    try:
+        c._call(c.protocol.sendPing, b"are you there")
+        assert c.pongs.get(timeout=5) == b"are you there"
     finally:
         c.close()
 
