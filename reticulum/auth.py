@@ -129,6 +129,13 @@ class Authenticator:
         self.algorithms: tuple[str, ...] = tuple(digest.normalize_algorithm(a) for a in algorithms)
         if not self.algorithms:
             raise ValueError("no digest algorithm")
+        #: the challenges sent, in order. Clients that know only MD5 read one challenge: SIPp
+        #: the first, JsSIP the last. When MD5 leads a longer list, it closes the list too,
+        #: so both find it; clients that weigh every challenge see nothing new.
+        offered = self.algorithms
+        if len(offered) > 1 and offered[0] == "MD5":
+            offered = offered + ("MD5",)
+        self.offered: tuple[str, ...] = offered
         self.nonce_lifetime = float(nonce_lifetime)
         self.max_failures = int(max_failures)
         self.lockout_seconds = float(lockout_seconds)
@@ -181,7 +188,7 @@ class Authenticator:
         nonce = self._new_nonce(realm)
         opaque = self._opaque(realm)
         quoted = {"realm", "nonce", "opaque", "qop"}
-        for algorithm in self.algorithms:
+        for algorithm in self.offered:
             params = {"realm": realm, "nonce": nonce, "opaque": opaque,
                       "algorithm": algorithm, "qop": "auth"}
             if stale:
