@@ -109,3 +109,21 @@ def test_bindings_survive_sigkill(start_server):
     reply = _query(server)
     assert 1700 < _remaining(reply, peer.address[1]) <= 1800
     peer.close()
+
+
+def test_sipp_registration_over_tcp_then_gone(start_server, tmp_path):
+    """SIPp registers bob over TCP and leaves, closing the connection: a call to bob is then
+    refused with 480 at once instead of waiting for a connection that is gone."""
+    from tests.integration.sipclient import expecting, register
+    from tests.integration.harness import start_sipp
+
+    server = start_server()
+    result = register(server, tmp_path, "bob", free_port(), transport="t1",
+                      contact_params=";transport=tcp")
+    assert result.ok, result.describe()
+    started = time.monotonic()
+    call = start_sipp(expecting(tmp_path, "uac_fail", 480), server.address, "-s", "bob",
+                      "-key", "domain", DOMAIN, "-key", "caller", "carol@example.org",
+                      cwd=tmp_path, timeout=20).wait()
+    assert call.ok, call.describe()
+    assert time.monotonic() - started < 5
