@@ -36,7 +36,9 @@ def test_bundled_config_loads():
     assert c.state_dir == str(REPO / "var")
     assert c.listen.udp == [("0.0.0.0", 5060)]
     assert c.listen.tcp == [("0.0.0.0", 5060)]
-    assert c.listen.tls == []
+    assert c.listen.tls == [("0.0.0.0", 5061)]
+    assert c.listen.ws == [("0.0.0.0", 8080)]
+    assert c.listen.wss == [("0.0.0.0", 8443)]
     assert c.users["alice"] == "alice-secret"
     assert "bob" in c.users
     assert c.timers.t1 == 0.5 and c.timers.t2 == 4.0 and c.timers.t4 == 5.0
