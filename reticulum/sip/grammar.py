@@ -288,3 +288,73 @@ def format_params(params: dict) -> str:
     if not params:
         return ""
     return "".join(";" + k if v is None else ";" + k + "=" + v for k, v in params.items())
+
+
+# -- fast paths ------------------------------------------------------------------------------
+#
+# The values phones actually send follow a narrow shape: a sip/sips URI with a host name or
+# IPv4 address, no escapes, no password, no URI headers; parameters that are tokens or
+# quoted strings without backslashes. The patterns below accept only such text, and every
+# text they accept is accepted by the full parsers with the same result, so a match can be
+# taken apart with str.split instead of the character-by-character checks of the full
+# grammar. Anything else goes to the full parsers, which give the exact error.
+
+
+def char_class(chars, without: str = "") -> str:
+    """A regular-expression character class of ``chars`` minus ``without``."""
+    return "[" + "".join(re.escape(c) for c in sorted(set(chars) - set(without))) + "]"
+
+
+_TOKEN_RE = char_class(TOKEN_CHARS) + "+"
+# 0-65535, leading zeros allowed (small_int accepts them)
+_PORT_RE = "(?:[0-9]{1,4}|[0-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_HOST_RE = char_class(HOST_CHARS) + "+"
+_URI_PARAM_RE = char_class(PARAM_CHARS, "%") + "+"
+# sip/sips URI parts: (scheme)(user)(host)(port)
+_URI_HEAD_RE = r"(sips?):(?:(%s+)@)?(%s)(?::(%s))?" % (
+    char_class(USER_CHARS, "%"), _HOST_RE, _PORT_RE)
+# the same where the URI ends at the first ';' or '?' (addr-spec form)
+_URI_HEAD_SPEC_RE = r"(sips?):(?:(%s+)@)?(%s)(?::(%s))?" % (
+    char_class(USER_CHARS, "%;?,"), _HOST_RE, _PORT_RE)
+_URI_PARAMS_RE = r"((?:;%s(?:=%s)?)*)" % (_URI_PARAM_RE, _URI_PARAM_RE)
+# generic parameters: values are tokens/hosts or quoted strings without '\' and ';'
+_GEN_PARAMS_RE = r'((?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s+|"[^"\\;]*"))?)*)[ \t]*' % (
+    _TOKEN_RE, char_class(GEN_VALUE_CHARS))
+
+#: a sip/sips URI: scheme, user, host, port, ';params' (text after the first ';')
+FAST_URI = re.compile(_URI_HEAD_RE + _URI_PARAMS_RE)
+#: name-addr: quoted display, token display, scheme, user, host, port, URI ';params',
+#: header ';params'
+FAST_NAME_ADDR = re.compile(
+    r'(?:"([^"\\]*)"[ \t]*|(%s*))<%s%s>%s' % (
+        char_class(TOKEN_CHARS | frozenset(WS)), _URI_HEAD_RE, _URI_PARAMS_RE, _GEN_PARAMS_RE))
+#: addr-spec: scheme, user, host, port, header ';params'
+FAST_ADDR_SPEC = re.compile(_URI_HEAD_SPEC_RE + _GEN_PARAMS_RE)
+#: Via: transport, host, port, ';params'
+FAST_VIA = re.compile(r"SIP/2\.0/(%s) (%s)(?::(%s))?%s" % (
+    _TOKEN_RE, _HOST_RE, _PORT_RE, _GEN_PARAMS_RE))
+
+
+def split_uri_params(text: str) -> dict:
+    """The parameters of ``;a=b;c`` text that FAST_URI accepted (names lower-cased, the first
+    of a name wins, flags -> None)."""
+    params: dict = {}
+    for part in text[1:].split(";"):
+        name, eq, value = part.partition("=")
+        name = name.lower()
+        if name not in params:
+            params[name] = value if eq else None
+    return params
+
+
+def split_generic_params(text: str) -> dict:
+    """parse_generic_params for text that _GEN_PARAMS_RE accepted."""
+    params: dict = {}
+    parts = text.split(";")
+    del parts[0]
+    for part in parts:
+        name, eq, value = part.partition("=")
+        name = name.strip(WS).lower()
+        if name not in params:
+            params[name] = value.strip(WS) if eq else None
+    return params

@@ -4,12 +4,13 @@ from __future__ import annotations
 import re
 
 from .errors import ParseError
-from .grammar import TOKEN_CHARS, WS, WORD_CHARS, small_int, split_list
+from .grammar import TOKEN_CHARS, WS, WORD_CHARS, small_int, split_commas, split_list
 from .headers import Headers, _INFO, _LOWER, name_info
 from .uri import URI, parse_uri
 from .values import (
     MAX_EXPIRES,
     _parse_address,
+    address_ok,
     parse_cseq,
     parse_date,
     parse_via,
@@ -59,6 +60,9 @@ def reason_phrase(status: int) -> str:
 MAX_MAX_FORWARDS = 255
 _SINGLE = ("from", "to", "call-id", "cseq", "max-forwards", "content-length", "expires", "date")
 _SINGLE_SET = frozenset(_SINGLE)
+_REQUIRED = (("to", "To"), ("from", "From"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
+_OPTIONAL = (("max-forwards", "Max-Forwards"), ("content-length", "Content-Length"),
+             ("expires", "Expires"), ("date", "Date"))
 _CL_INFO = _LOWER["content-length"]
 
 
@@ -233,26 +237,39 @@ class Message:
     # -- validation ----------------------------------------------------------------------------
 
     def validate(self) -> None:
-        """Parse the headers the core relies on; raise ParseError on a missing, broken or
-        duplicated one (see docs/architecture.md)."""
-        counts = dict.fromkeys(_SINGLE, 0)
+        """Check the headers the core relies on; raise ParseError on a missing, broken or
+        duplicated one (see docs/architecture.md).
+
+        Via, From, To and CSeq are parsed (and cached: every message needs them). Contact,
+        Route and Record-Route are only checked, with the fast patterns where they fit;
+        their typed values are parsed when first asked for."""
         firsts = {}
+        multiple = None
         for k, _, v in self.headers._h:
             if k in _SINGLE_SET:
-                if not counts[k]:
+                if k in firsts:
+                    if multiple is None:
+                        multiple = set()
+                    multiple.add(k)
+                else:
                     firsts[k] = v
-                counts[k] += 1
-        if isinstance(self, Request):
+        is_request = isinstance(self, Request)
+        if is_request:
             uri = self.uri
             if uri.scheme in ("sip", "sips") and (uri.headers is not None or not uri.host):
                 raise ParseError("Bad Request-URI")
-        for key, name in (("to", "To"), ("from", "From"), ("call-id", "Call-ID"),
-                          ("cseq", "CSeq")):
-            if counts[key] != 1:
-                raise ParseError(("Missing " if not counts[key] else "Multiple ") + name)
-        if not self.vias:
-            raise ParseError("Missing Via")
+        for key, name in _REQUIRED:
+            if key not in firsts:
+                raise ParseError("Missing " + name)
+            if multiple is not None and key in multiple:
+                raise ParseError("Multiple " + name)
         cache = self.headers._cache
+        vias = cache.get("via")
+        if vias is None:
+            self.via
+            vias = cache["via"]
+        if not vias:
+            raise ParseError("Missing Via")
         if "to" not in cache:
             cache["to"] = _parse_address(firsts["to"], "Bad To")
         if "from" not in cache:
@@ -262,15 +279,15 @@ class Message:
         cseq = cache.get("cseq")
         if cseq is None:
             cseq = cache["cseq"] = parse_cseq(firsts["cseq"])
-        if isinstance(self, Request) and cseq.method != self.method:
+        if is_request and cseq.method != self.method:
             raise ParseError("CSeq method mismatch")
-        for key, name in (("max-forwards", "Max-Forwards"), ("content-length", "Content-Length"),
-                          ("expires", "Expires"), ("date", "Date")):
-            n = counts[key]
-            if n:
-                if n > 1:
+        if len(firsts) > 4:
+            for key, name in _OPTIONAL:
+                value = firsts.get(key)
+                if value is None:
+                    continue
+                if multiple is not None and key in multiple:
                     raise ParseError("Multiple " + name)
-                value = firsts[key]
                 if key == "max-forwards":
                     self.max_forwards
                 elif key == "content-length":
@@ -280,15 +297,35 @@ class Message:
                     self.expires
                 else:
                     parse_date(value)
-        contacts = self.contacts
-        if len(contacts) > 1:
-            for contact in contacts:
-                if contact.star:
-                    raise ParseError("Bad Contact")
-        elif contacts and contacts[0].star and contacts[0].params:
-            raise ParseError("Bad Contact")
-        self.routes
-        self.record_routes
+        if not self._addresses_ok("contact"):
+            contacts = self.contacts
+            if len(contacts) > 1:
+                for contact in contacts:
+                    if contact.star:
+                        raise ParseError("Bad Contact")
+            elif contacts and contacts[0].star and contacts[0].params:
+                raise ParseError("Bad Contact")
+        if not self._addresses_ok("route"):
+            self.routes
+        if not self._addresses_ok("record-route"):
+            self.record_routes
+
+    def _addresses_ok(self, key: str) -> bool:
+        """Every value of that (address list) header is parsed already or fits the fast
+        patterns; False means the full parser must look (and may raise)."""
+        if key in self.headers._cache:
+            return True
+        for k, _, v in self.headers._h:
+            if k == key and v:
+                if "," in v:
+                    if '"' in v or "<" not in v:
+                        return False
+                    for part in split_commas(v):
+                        if not address_ok(part):
+                            return False
+                elif not address_ok(v):
+                    return False
+        return True
 
     # -- serialization -------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import ipaddress
 from .errors import ParseError
 from .grammar import (
     DIGITS,
+    FAST_URI,
     HOST_CHARS,
     IPV6_CHARS,
     OPAQUE_CHARS,
@@ -18,6 +19,7 @@ from .grammar import (
     canonical_escapes,
     check_escapes,
     small_int,
+    split_uri_params,
     unescape,
 )
 
@@ -250,6 +252,17 @@ def parse_uri(text: str) -> URI:
 
     sip/sips URIs are parsed into their parts; tel URIs into number and parameters (keeping
     the text); any other well-formed "scheme:rest" becomes an opaque URI."""
+    match = FAST_URI.fullmatch(text)
+    if match is not None:
+        scheme, user, host, port, params = match.groups()
+        uri = URI.__new__(URI)
+        uri.scheme = scheme
+        uri.user = user
+        uri.password = uri.headers = uri.opaque = None
+        uri.host = host.lower()
+        uri.port = None if port is None else int(port)
+        uri.params = split_uri_params(params) if params else {}
+        return uri
     colon = text.find(":")
     if colon <= 0:
         raise ParseError("Bad URI")

@@ -8,6 +8,9 @@ from datetime import datetime, timezone
 
 from .errors import ParseError
 from .grammar import (
+    FAST_ADDR_SPEC,
+    FAST_NAME_ADDR,
+    FAST_VIA,
     HOST_CHARS,
     IPV6_CHARS,
     TOKEN_CHARS,
@@ -17,6 +20,8 @@ from .grammar import (
     quote,
     scan_quoted,
     small_int,
+    split_generic_params,
+    split_uri_params,
 )
 from .uri import URI, is_ip_literal, parse_uri
 
@@ -116,6 +121,40 @@ def parse_address(value: str, what: str = "address") -> Address:
 
 
 def _parse_address(value: str, reason: str) -> Address:
+    match = FAST_NAME_ADDR.fullmatch(value)
+    if match is not None:
+        display, token_display, scheme, user, host, port, uri_params, params = match.groups()
+        if display is None:
+            display = token_display.strip(WS) or None
+    else:
+        match = FAST_ADDR_SPEC.fullmatch(value)
+        if match is None:
+            return _parse_address_full(value, reason)
+        display = uri_params = None
+        scheme, user, host, port, params = match.groups()
+    uri = URI.__new__(URI)
+    uri.scheme = scheme
+    uri.user = user
+    uri.password = uri.headers = uri.opaque = None
+    uri.host = host.lower()
+    uri.port = None if port is None else int(port)
+    uri.params = split_uri_params(uri_params) if uri_params else {}
+    addr = Address.__new__(Address)
+    addr.display = display
+    addr.uri = uri
+    addr.params = split_generic_params(params) if params else {}
+    addr.star = False
+    return addr
+
+
+def address_ok(value: str) -> bool:
+    """True when the value is a plain name-addr or addr-spec that the fast path takes (and
+    therefore valid); False means: ask the full parser."""
+    return FAST_NAME_ADDR.fullmatch(value) is not None or \
+        FAST_ADDR_SPEC.fullmatch(value) is not None
+
+
+def _parse_address_full(value: str, reason: str) -> Address:
     v = value.strip(WS)
     if not v:
         raise ParseError(reason)
@@ -258,6 +297,19 @@ class Via:
 
 def parse_via(value: str) -> Via:
     """Parse one Via value (not a comma-separated list). Raises ParseError("Bad Via")."""
+    match = FAST_VIA.fullmatch(value)
+    if match is not None:
+        transport, host, port, params = match.groups()
+        via = Via.__new__(Via)
+        via.transport = transport.upper()
+        via.host = host.lower()
+        via.port = None if port is None else int(port)
+        via.params = split_generic_params(params) if params else {}
+        return via
+    return _parse_via_full(value)
+
+
+def _parse_via_full(value: str) -> Via:
     v = value.strip(WS)
     sp = v.find(" ", 8) if v[:8] == "SIP/2.0/" else -1
     if sp > 8:
