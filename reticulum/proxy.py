@@ -435,7 +435,8 @@ class Proxy:
                           peer=flow.remote, count=len(gone))
 
     def context_done(self, ctx: "ProxyContext") -> None:
-        self.contexts.pop(ctx.server, None)
+        if self.contexts.pop(ctx.server, None) is not None:
+            ctx.trim()
 
 
 class Branch:
@@ -535,6 +536,11 @@ class Branch:
         self.done = True
         self._stop_timer_c()
         self.ctx.final(self, response)
+
+    def client_terminated(self, client) -> None:
+        ctx = self.ctx
+        if ctx is not None:
+            ctx.release_if_finished()
 
 
 class _IgnoreResponsesType:
@@ -715,6 +721,36 @@ class ProxyContext:
 
     def server_terminated(self, server) -> None:
         self.proxy.context_done(self)
+        self.release_if_finished()
+
+    def trim(self) -> None:
+        """The final answer is out and every branch is done. Transactions linger for tens of
+        seconds to absorb retransmissions: keep only what late 2xx responses need."""
+        self.responses = []
+        self.targets = []
+        self.request.forget_parsed()
+        for branch in self.branches:
+            branch.request = None  # its client transaction has let go of it too
+        server = self.server
+        if server is not None and server.tu is self and self.request.method != "INVITE":
+            server.tu = None  # nothing left to hear from a non-INVITE server transaction
+        self.release_if_finished()
+
+    def release_if_finished(self) -> None:
+        """Once neither the server transaction nor any branch's client transaction can call
+        back, drop the context <-> branch references, so that the whole call is freed by
+        reference counting instead of waiting for the cycle collector."""
+        server = self.server
+        if server is not None and server.tu is self:
+            return
+        for branch in self.branches:
+            client = branch.client
+            if client is not None and client.tu is branch:
+                return
+        for branch in self.branches:
+            branch._stop_timer_c()
+            branch.ctx = None
+        self.branches = []
 
 
 def _upstream(response: Response) -> Response:

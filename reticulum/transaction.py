@@ -422,11 +422,13 @@ class ServerTransaction:
                     # retransmissions and let ACKs through until Timer L.
                     self.state = ACCEPTED
                     self._response_to_tag = self._tag_of(response)
+                    self._linger(response)
                     self._timeout = self.layer.clock.callLater(self.layer.timers.l,
                                                                self._timer_l)
                     return
                 self.state = COMPLETED
                 self._response_to_tag = self._tag_of(response)
+                self._linger(response)
                 clock = self.layer.clock
                 if not self.reliable:
                     self._interval = self.layer.timers.g
@@ -436,6 +438,7 @@ class ServerTransaction:
             if state == ACCEPTED and 200 <= status < 300:
                 self.last_response = response
                 self._send(response)
+                response.forget_parsed()
                 return
         else:
             if state == TRYING or state == PROCEEDING:
@@ -450,6 +453,7 @@ class ServerTransaction:
                 if delay <= 0:
                     self._terminate()
                 else:
+                    self._linger(response)
                     self._timeout = self.layer.clock.callLater(delay, self._timer_j)
                 return
         self.layer.log("%s: response %d ignored in state %s" % (self, status, state))
@@ -531,6 +535,13 @@ class ServerTransaction:
 
     # -- internals
 
+    def _linger(self, response) -> None:
+        """The final response is out; what is left is answering retransmissions (and ACKs)
+        until a timer ends the transaction, often tens of seconds later. Keep no more than
+        that needs: the request goes, the response is kept unparsed."""
+        self.request = None
+        response.forget_parsed()
+
     @staticmethod
     def _tag_of(response):
         try:
@@ -557,7 +568,9 @@ class ServerTransaction:
         self.state = TERMINATED
         self._cancel_timers()
         self.layer._remove_server(self)
-        _callback(self.tu, "server_terminated", self)
+        tu = self.tu
+        self.tu = None  # the TU usually points back here: let refcounting free both
+        _callback(tu, "server_terminated", self)
 
 
 # -- client transactions ---------------------------------------------------------------------
@@ -666,6 +679,7 @@ class ClientTransaction:
                     self._timeout = self.layer.clock.callLater(self.layer.timers.m,
                                                                self._timer_end)
                     _callback(tu, "client_response", self, response)
+                    self._linger()
                     return
                 self.state = COMPLETED
                 self.ack = self._build_ack(response)
@@ -674,6 +688,7 @@ class ClientTransaction:
                 if delay > 0:
                     self._timeout = self.layer.clock.callLater(delay, self._timer_end)
                     _callback(tu, "client_response", self, response)
+                    self._linger()
                 else:
                     try:
                         _callback(tu, "client_response", self, response)
@@ -683,6 +698,7 @@ class ClientTransaction:
             if state == ACCEPTED:
                 if 200 <= status < 300:
                     _callback(tu, "client_response", self, response)
+                    response.forget_parsed()
                 return
             if state == COMPLETED:
                 if status >= 300 and self.ack is not None:
@@ -701,12 +717,19 @@ class ClientTransaction:
             if delay > 0:
                 self._timeout = self.layer.clock.callLater(delay, self._timer_end)
                 _callback(tu, "client_response", self, response)
+                self._linger()
             else:
                 try:
                     _callback(tu, "client_response", self, response)
                 finally:
                     self._terminate()
         # Completed: response retransmissions are absorbed.
+
+    def _linger(self) -> None:
+        """The final response has been handed over; until a timer ends the transaction only
+        retransmissions are absorbed: the request goes, the response is kept unparsed."""
+        self.request = None
+        self.last_response.forget_parsed()
 
     def _build_ack(self, response):
         """§17.1.1.3: the ACK for a 3xx-6xx response to our INVITE."""
@@ -771,4 +794,6 @@ class ClientTransaction:
         self.state = TERMINATED
         self.cancel_timers()
         self.layer._remove_client(self)
-        _callback(self.tu, "client_terminated", self)
+        tu = self.tu
+        self.tu = None  # the TU usually points back here: let refcounting free both
+        _callback(tu, "client_terminated", self)

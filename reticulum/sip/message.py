@@ -116,6 +116,11 @@ class Message:
     def __contains__(self, name: str) -> bool:
         return name in self.headers
 
+    def forget_parsed(self) -> None:
+        """Drop the typed values parsed so far (they are parsed again when asked for): for
+        messages kept a long time, such as a transaction's last response."""
+        self.headers._cache.clear()
+
     def _first(self, key: str):
         for k, _, v in self.headers._h:
             if k == key:
