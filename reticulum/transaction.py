@@ -20,9 +20,15 @@ client side   ``tu.client_response(ct, r)``  every provisional, the final respon
 
 A transaction removes itself from the layer's tables when it terminates, so the tables only
 ever hold live transactions.
+
+Timers of the same duration fire in the order they were started, so the layer keeps them in
+one FIFO queue per duration (Timer J, L, M, ... each make one queue; the retransmission
+intervals a few more) with a single clock call for the head of each queue, rather than one
+clock call per timer: tens of thousands of lingering transactions cost one small object each.
 """
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, Callable, Dict, List, Optional
 
 __all__ = [
@@ -201,6 +207,96 @@ def _callback(tu, name: str, *args) -> None:
         method(*args)
 
 
+# -- timers ----------------------------------------------------------------------------------
+
+
+class _Timer:
+    """One started timer: ``active()`` and ``cancel()`` as a clock's delayed call has."""
+
+    __slots__ = ("when", "func", "queue")
+
+    def __init__(self, when: float, func, queue: "_TimerQueue"):
+        self.when = when
+        self.func = func
+        self.queue = queue
+
+    def active(self) -> bool:
+        return self.func is not None
+
+    def getTime(self) -> float:
+        return self.when
+
+    def cancel(self) -> None:
+        if self.func is not None:
+            self.func = None
+            queue = self.queue
+            self.queue = None
+            queue.cancelled(self)
+
+
+class _TimerQueue:
+    """The started timers of one duration, in firing order, and the clock call for the
+    first of them."""
+
+    __slots__ = ("clock", "delay", "entries", "live", "call", "running")
+
+    def __init__(self, clock, delay: float):
+        self.clock = clock
+        self.delay = delay
+        self.entries: deque = deque()
+        self.live = 0
+        self.call = None
+        self.running = False
+
+    def start(self, func) -> _Timer:
+        timer = _Timer(self.clock.seconds() + self.delay, func, self)
+        self.entries.append(timer)
+        self.live += 1
+        if self.call is None and not self.running:
+            self.call = self.clock.callLater(self.delay, self._run)
+        return timer
+
+    def cancelled(self, timer: _Timer) -> None:
+        self.live -= 1
+        entries = self.entries
+        if not self.live:
+            entries.clear()
+            call = self.call
+            if call is not None:
+                self.call = None
+                call.cancel()
+            return
+        # A timer cancelled right after it was started (a transaction answered at once) is
+        # the newest one: take it off now rather than when its time comes.
+        while entries and entries[-1].func is None:
+            entries.pop()
+
+    def _run(self) -> None:
+        self.call = None
+        self.running = True
+        entries = self.entries
+        try:
+            now = self.clock.seconds()
+            while entries:
+                timer = entries[0]
+                func = timer.func
+                if func is not None and timer.when > now:
+                    break
+                entries.popleft()
+                if func is not None:
+                    timer.func = None
+                    timer.queue = None
+                    self.live -= 1
+                    func()
+        finally:
+            self.running = False
+            while entries and entries[0].func is None:
+                entries.popleft()
+            if entries and self.call is None:
+                self.call = self.clock.callLater(
+                    max(0.0, entries[0].when - self.clock.seconds()), self._run)
+
+
 # -- the layer -------------------------------------------------------------------------------
 
 
@@ -221,6 +317,15 @@ class TransactionLayer:
         self._servers: Dict[str, ServerTransaction] = {}
         self._clients: Dict[str, ClientTransaction] = {}  # branch -> INVITE / non-INVITE
         self._cancels: Dict[str, ClientTransaction] = {}  # branch -> CANCEL
+        self._queues: Dict[float, _TimerQueue] = {}  # duration -> its started timers
+
+    def later(self, delay: float, func) -> _Timer:
+        """Start a timer: ``func()`` runs after ``delay`` seconds of the clock unless the
+        returned timer is cancelled first."""
+        queue = self._queues.get(delay)
+        if queue is None:
+            queue = self._queues[delay] = _TimerQueue(self.clock, delay)
+        return queue.start(func)
 
     # -- accounting
 
@@ -278,7 +383,7 @@ class TransactionLayer:
         if not st.is_invite:
             # A TU that never answers must not leave the transaction behind: the client gave
             # up at 64*T1 (Timer F) anyway.
-            st._timeout = self.clock.callLater(self.timers.unanswered, st._timer_unanswered)
+            st._timeout = self.later(self.timers.unanswered, st._timer_unanswered)
         return st
 
     def find_invite_server(self, cancel_request) -> "Optional[ServerTransaction]":
@@ -423,7 +528,7 @@ class ServerTransaction:
                     self.state = ACCEPTED
                     self._response_to_tag = self._tag_of(response)
                     self._linger(response)
-                    self._timeout = self.layer.clock.callLater(self.layer.timers.l,
+                    self._timeout = self.layer.later(self.layer.timers.l,
                                                                self._timer_l)
                     return
                 self.state = COMPLETED
@@ -432,8 +537,8 @@ class ServerTransaction:
                 clock = self.layer.clock
                 if not self.reliable:
                     self._interval = self.layer.timers.g
-                    self._retransmit = clock.callLater(self._interval, self._timer_g)
-                self._timeout = clock.callLater(self.layer.timers.h, self._timer_h)
+                    self._retransmit = self.layer.later(self._interval, self._timer_g)
+                self._timeout = self.layer.later(self.layer.timers.h, self._timer_h)
                 return
             if state == ACCEPTED and 200 <= status < 300:
                 self.last_response = response
@@ -454,7 +559,7 @@ class ServerTransaction:
                     self._terminate()
                 else:
                     self._linger(response)
-                    self._timeout = self.layer.clock.callLater(delay, self._timer_j)
+                    self._timeout = self.layer.later(delay, self._timer_j)
                 return
         self.layer.log("%s: response %d ignored in state %s" % (self, status, state))
 
@@ -476,7 +581,7 @@ class ServerTransaction:
                     if delay <= 0:
                         self._terminate()
                     else:
-                        self._timeout = self.layer.clock.callLater(delay, self._timer_i)
+                        self._timeout = self.layer.later(delay, self._timer_i)
                     return True
                 if state == ACCEPTED:
                     return False  # the ACK for a 2xx: end to end, the proxy forwards it
@@ -508,7 +613,7 @@ class ServerTransaction:
             return
         self._send(self.last_response)
         self._interval = min(2 * self._interval, self.layer.timers.t2)
-        self._retransmit = self.layer.clock.callLater(self._interval, self._timer_g)
+        self._retransmit = self.layer.later(self._interval, self._timer_g)
 
     def _timer_h(self) -> None:
         self._timeout = None
@@ -640,7 +745,7 @@ class ClientTransaction:
         """§9.1: a CANCEL went out for this INVITE. Without a final response within 64*T1 the
         transaction is given up (Timer B still runs in Calling; Proceeding has no timer)."""
         if self.state == PROCEEDING and self._timeout is None:
-            self._timeout = self.layer.clock.callLater(self.layer.timers.b, self._timer_timeout)
+            self._timeout = self.layer.later(self.layer.timers.b, self._timer_timeout)
 
     # -- start
 
@@ -650,10 +755,8 @@ class ClientTransaction:
         timers = layer.timers
         if not self.reliable:
             self._interval = timers.t1  # Timer A / Timer E
-            self._retransmit = clock.callLater(self._interval, self._timer_retransmit)
-        self._timeout = clock.callLater(
-            timers.b if self.is_invite else timers.f, self._timer_timeout
-        )
+            self._retransmit = layer.later(self._interval, self._timer_retransmit)
+        self._timeout = layer.later(timers.b if self.is_invite else timers.f, self._timer_timeout)
         if layer._send(self.request, self.dest) is False:
             # Reported from the clock, never from inside new_client().
             clock.callLater(0, self._transport_error)
@@ -676,7 +779,7 @@ class ClientTransaction:
                 self.cancel_timers()
                 if status < 300:
                     self.state = ACCEPTED
-                    self._timeout = self.layer.clock.callLater(self.layer.timers.m,
+                    self._timeout = self.layer.later(self.layer.timers.m,
                                                                self._timer_end)
                     _callback(tu, "client_response", self, response)
                     self._linger()
@@ -686,7 +789,7 @@ class ClientTransaction:
                 self.layer._send(self.ack, self.dest)
                 delay = self.layer.timers.d(self.reliable)
                 if delay > 0:
-                    self._timeout = self.layer.clock.callLater(delay, self._timer_end)
+                    self._timeout = self.layer.later(delay, self._timer_end)
                     _callback(tu, "client_response", self, response)
                     self._linger()
                 else:
@@ -715,7 +818,7 @@ class ClientTransaction:
             self.cancel_timers()
             delay = self.layer.timers.k(self.reliable)
             if delay > 0:
-                self._timeout = self.layer.clock.callLater(delay, self._timer_end)
+                self._timeout = self.layer.later(delay, self._timer_end)
                 _callback(tu, "client_response", self, response)
                 self._linger()
             else:
@@ -763,7 +866,7 @@ class ClientTransaction:
         if self.layer._send(self.request, self.dest) is False:
             self._transport_error()
             return
-        self._retransmit = self.layer.clock.callLater(self._interval, self._timer_retransmit)
+        self._retransmit = self.layer.later(self._interval, self._timer_retransmit)
 
     def _timer_timeout(self) -> None:
         """Timer B (INVITE, Calling) or Timer F (non-INVITE, Trying or Proceeding)."""
