@@ -262,8 +262,13 @@ class DialogTracker:
         dialog.route_set = response.get_all("Record-Route")
         self._early -= 1
         self._confirmed += 1
-        self._cancel_timer(dialog)
-        self._arm(dialog, self.session_lifetime)
+        timer = dialog._timer
+        delay = self.session_lifetime
+        if timer is not None and timer.active() and delay is not None and delay > 0:
+            timer.reset(delay)  # the same call, moved: nothing cancelled is left behind
+        else:
+            self._cancel_timer(dialog)
+            self._arm(dialog, delay)
         self._changed(dialog)
 
     def _end(self, dialog: Dialog, reason: str) -> None:

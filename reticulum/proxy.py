@@ -442,6 +442,9 @@ class Proxy:
 class Branch:
     """One target of a forwarded request: its client transaction and Timer C."""
 
+    __slots__ = ("ctx", "request", "dest", "client", "provisional", "done", "cancel_wanted",
+                 "cancel_sent", "timer_c")
+
     def __init__(self, ctx: "ProxyContext", request: Request, dest):
         self.ctx = ctx
         self.request = request
@@ -461,9 +464,12 @@ class Branch:
             self._arm_timer_c()
 
     def _arm_timer_c(self) -> None:
-        self._stop_timer_c()
         timeout = self.ctx.proxy.config.timers.invite_timeout
-        self.timer_c = self.ctx.proxy.clock.callLater(timeout, self._timer_c_fired)
+        timer = self.timer_c
+        if timer is not None and timer.active():
+            timer.reset(timeout)  # moved in place: no new call, no cancelled one left behind
+        else:
+            self.timer_c = self.ctx.proxy.clock.callLater(timeout, self._timer_c_fired)
 
     def _stop_timer_c(self) -> None:
         if self.timer_c is not None and self.timer_c.active():
@@ -561,6 +567,9 @@ _IgnoreResponses = _IgnoreResponsesType()
 
 class ProxyContext:
     """The state of one proxied request: its server transaction, branches and best answer."""
+
+    __slots__ = ("proxy", "request", "flow", "server", "targets", "branches", "responses",
+                 "final_sent", "success", "cancelled", "to_tag", "is_dialog", "routed_by_us")
 
     def __init__(self, proxy: Proxy, request: Request, flow):
         self.proxy = proxy
@@ -726,8 +735,8 @@ class ProxyContext:
     def trim(self) -> None:
         """The final answer is out and every branch is done. Transactions linger for tens of
         seconds to absorb retransmissions: keep only what late 2xx responses need."""
-        self.responses = []
-        self.targets = []
+        self.responses = ()  # nothing is added once every branch is done
+        self.targets = ()
         self.request.forget_parsed()
         for branch in self.branches:
             branch.request = None  # its client transaction has let go of it too

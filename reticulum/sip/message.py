@@ -79,6 +79,9 @@ class Message:
     """
 
     version = "SIP/2.0"
+    # Attributes others attach (e.g. the flow a message came on) go to __dict__, which
+    # stays empty, and untracked by the cycle collector, for most messages.
+    __slots__ = ("headers", "body", "__dict__")
 
     def __init__(self, headers=None, body: bytes = b""):
         if isinstance(headers, Headers):
@@ -360,9 +363,9 @@ class Message:
     def _copy_into(self, new):
         new.headers = self.headers.copy()
         new.body = self.body
-        for name, value in self.__dict__.items():  # attributes others attached
-            if name not in new.__dict__:
-                new.__dict__[name] = value
+        attached = self.__dict__  # attributes others attached
+        if attached:
+            new.__dict__.update(attached)
         return new
 
     def __eq__(self, other) -> bool:
@@ -395,6 +398,8 @@ def _valid_call_id(value) -> bool:
 class Request(Message):
     """``method``, ``uri`` (a URI), ``version`` "SIP/2.0", headers and body."""
 
+    __slots__ = ("method", "uri")
+
     def __init__(self, method: str, uri, headers=None, body: bytes = b""):
         Message.__init__(self, headers, body)
         self.method = method
@@ -416,6 +421,8 @@ class Request(Message):
 
 class Response(Message):
     """``status``, ``reason``, ``version`` "SIP/2.0", headers and body."""
+
+    __slots__ = ("status", "reason")
 
     def __init__(self, status: int, reason=None, headers=None, body: bytes = b""):
         Message.__init__(self, headers, body)
