@@ -27,10 +27,10 @@ import json
 import logging
 import math
 import os
-import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -385,20 +385,13 @@ _COLUMNS = (
 _UPSERT = f"INSERT OR REPLACE INTO bindings ({_COLUMNS}) VALUES ({', '.join('?' * 17)})"
 
 
+_NO_FLOW = (None, None, None, None, None, None)
+
+
 def _row(binding: Binding) -> tuple:
     flow = binding.flow
-    if flow is None:
-        flow_cols: tuple = (None, None, None, None, None, None)
-    else:
-        flow_cols = (
-            flow.transport,
-            flow.local[0],
-            int(flow.local[1]),
-            flow.remote[0],
-            int(flow.remote[1]),
-            int(flow.conn),
-        )
-    return (
+    path = binding.path
+    row = (
         binding.aor,
         binding.contact,
         float(binding.expires_at),
@@ -407,10 +400,37 @@ def _row(binding: Binding) -> tuple:
         int(binding.cseq),
         binding.instance,
         binding.reg_id,
-        json.dumps(list(binding.path)),
+        json.dumps(list(path)) if path else "[]",
         binding.params,
         float(binding.registered_at),
-    ) + flow_cols
+    )
+    if flow is None:
+        return row + _NO_FLOW
+    local = flow.local
+    remote = flow.remote
+    return row + (flow.transport, local[0], int(local[1]), remote[0], int(remote[1]),
+                  int(flow.conn))
+
+
+#: rows per INSERT statement (SQLite allows 32766 bound variables since 3.32, 999 before)
+_ROWS_PER_INSERT = 999 // 17 if sqlite3.sqlite_version_info < (3, 32) else 32766 // 17
+#: keys per DELETE statement
+_KEYS_PER_DELETE = 999 // 2 if sqlite3.sqlite_version_info < (3, 32) else 32766 // 2
+
+
+def _insert_sql(rows: int) -> str:
+    one = "(" + ", ".join("?" * 17) + ")"
+    return f"INSERT OR REPLACE INTO bindings ({_COLUMNS}) VALUES " + ", ".join([one] * rows)
+
+
+def _delete_sql(keys: int) -> str:
+    return ("DELETE FROM bindings WHERE (aor, contact) IN (VALUES "
+            + ", ".join(["(?, ?)"] * keys) + ")")
+
+
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 class _SystemClock:
@@ -462,8 +482,16 @@ class SqliteLocation(MemoryLocation):
         self.batch_interval = float(batch_interval)
         self.batch_size = max(1, int(batch_size))
         self._log = log if log is not None else logging.getLogger("reticulum.location")
-        self._queue: queue.Queue = queue.Queue()
+        # Changes waiting for the writer: the reactor thread appends (deque.append is
+        # atomic), the writer takes them from the left. _wake tells the writer a batch has
+        # begun (or a flush/stop is waiting); _full that it need not wait out the interval.
+        self._pending: deque = deque()
+        self._wake = threading.Event()
+        self._full = threading.Event()
+        self._markers = 0  # flush/stop markers queued and not yet reached
+        self._marker_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._sql_cache: dict = {}
         #: transactions committed by the writer (for monitoring and tests)
         self.commits = 0
         #: changes written by the writer
@@ -475,7 +503,21 @@ class SqliteLocation(MemoryLocation):
 
     def _enqueue(self, op: tuple) -> None:
         if self._thread is not None:
-            self._queue.put(op)
+            pending = self._pending
+            pending.append(op)
+            size = len(pending)
+            if size == 1:
+                self._wake.set()
+            elif size == self.batch_size:
+                self._full.set()  # the writer looks at the length again before it waits
+
+    def _signal(self, op: tuple) -> None:
+        """Queue a flush or stop marker and have the writer act on it now."""
+        with self._marker_lock:
+            self._markers += 1
+            self._pending.append(op)
+        self._full.set()
+        self._wake.set()
 
     def _persist_put(self, binding: Binding) -> None:
         self._enqueue((_PUT, _row(binding)))
@@ -519,7 +561,7 @@ class SqliteLocation(MemoryLocation):
         thread = self._thread
         if thread is None:
             return
-        self._queue.put((_STOP, None))
+        self._signal((_STOP, None))
         thread.join()
         self._thread = None
 
@@ -528,7 +570,7 @@ class SqliteLocation(MemoryLocation):
         if self._thread is None:
             return True
         done = threading.Event()
-        self._queue.put((_FLUSH, done))
+        self._signal((_FLUSH, done))
         return done.wait(timeout)
 
     # -- restore ---------------------------------------------------------------------------
@@ -581,54 +623,101 @@ class SqliteLocation(MemoryLocation):
         except sqlite3.Error as e:
             _emit(self._log, "error", f"location: cannot open {self.path}: {e}")
             db = None
-        get = self._queue.get
-        stopping = False
-        while not stopping:
-            batch: list[tuple] = []
-            waiters: list[threading.Event] = []
-            op = get()
-            deadline = time.monotonic() + self.batch_interval
-            while True:
-                kind = op[0]
-                if kind == _STOP:
-                    stopping = True
+        pending = self._pending
+        wake = self._wake
+        full = self._full
+        batch_size = self.batch_size
+        monotonic = time.monotonic
+        while True:
+            wake.wait()
+            wake.clear()
+            if not pending:
+                continue
+            # a batch has begun: let it fill for batch_interval, unless it is full already or
+            # a flush/stop is waiting
+            deadline = monotonic() + self.batch_interval
+            while not self._markers and len(pending) < batch_size:
+                left = deadline - monotonic()
+                if left <= 0:
                     break
-                if kind == _FLUSH:
-                    waiters.append(op[1])
+                full.clear()
+                if self._markers or len(pending) >= batch_size:
                     break
-                batch.append(op)
-                if len(batch) >= self.batch_size:
+                full.wait(left)
+            stopping = False
+            while pending:
+                batch: list[tuple] = []
+                waiters: list[threading.Event] = []
+                while pending and len(batch) < batch_size:
+                    op = pending.popleft()
+                    kind = op[0]
+                    if kind == _STOP or kind == _FLUSH:
+                        with self._marker_lock:
+                            self._markers -= 1
+                        if kind == _STOP:
+                            stopping = True
+                        else:
+                            waiters.append(op[1])
+                        break
+                    batch.append(op)
+                if batch:
+                    self._commit(db, batch)
+                for done in waiters:
+                    done.set()
+                if stopping:
                     break
-                left = deadline - time.monotonic()
-                try:
-                    op = get(timeout=left) if left > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if batch:
-                self._commit(db, batch)
-            for done in waiters:
-                done.set()
+                if not waiters and not self._markers and len(pending) < batch_size:
+                    break  # what is left starts the next batch, with its own interval
+            if stopping:
+                break
+            if pending:
+                wake.set()
         if db is not None:
             try:
                 db.close()
             except sqlite3.Error:
                 pass
 
+    def _sql(self, make, count: int) -> str:
+        key = (make, count)
+        sql = self._sql_cache.get(key)
+        if sql is None:
+            if len(self._sql_cache) > 64:
+                self._sql_cache.clear()
+            sql = self._sql_cache[key] = make(count)
+        return sql
+
     def _commit(self, db: sqlite3.Connection | None, batch: list[tuple]) -> None:
+        """One transaction for the batch. Runs of puts and of single removals become one
+        statement each (a few bound-variable steps instead of one statement per row), so
+        the writer takes the interpreter lock rarely and briefly; order is kept."""
         if db is None:
             self.errors += 1
             return
         try:
             db.execute("BEGIN IMMEDIATE")
-            for kind, args in batch:
+            i = 0
+            n = len(batch)
+            while i < n:
+                kind = batch[i][0]
+                j = i + 1
+                while j < n and batch[j][0] == kind:
+                    j += 1
+                run = batch[i:j]
                 if kind == _PUT:
-                    db.execute(_UPSERT, args)
+                    for part in _chunks(run, _ROWS_PER_INSERT):
+                        values = [v for _, row in part for v in row]
+                        db.execute(self._sql(_insert_sql, len(part)), values)
                 elif kind == _DEL:
-                    db.execute("DELETE FROM bindings WHERE aor = ? AND contact = ?", args)
-                elif kind == _DEL_AOR:
-                    db.execute("DELETE FROM bindings WHERE aor = ?", args)
+                    for part in _chunks(run, _KEYS_PER_DELETE):
+                        values = [v for _, key in part for v in key]
+                        db.execute(self._sql(_delete_sql, len(part)), values)
+                else:
+                    for _, args in run:
+                        db.execute("DELETE FROM bindings WHERE aor = ?", args)
+                i = j
             db.execute("COMMIT")
-            self.written += len(batch)
+            self.written += n
             self.commits += 1
         except Exception as e:  # keep the writer alive whatever happens
             self.errors += 1

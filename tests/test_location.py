@@ -482,3 +482,45 @@ def test_sqlite_other_tables_in_the_same_file_are_left_alone(tmp_path, clock):
         assert db.execute("SELECT name FROM accounts").fetchall() == [("alice",)]
     finally:
         db.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(_ops, st.sampled_from([1, 3, 100_000]))
+def test_sqlite_writes_back_whatever_the_batching(tmp_path_factory, ops, batch_size):
+    """Puts and removals of one batch are written as a few statements; whatever the batch
+    boundaries, the file ends up holding what memory holds."""
+    path = tmp_path_factory.mktemp("batching")
+    clock = Clock()
+    store = open_sqlite(path, clock, batch_interval=3600, batch_size=batch_size)
+    now = 0.0
+    try:
+        for op in ops:
+            kind = op[0]
+            if kind == "put":
+                _, aor, contact, life, flow, with_path, outbound = op
+                instance, reg_id = outbound or (None, None)
+                store.put(make(contact, aor=aor, expires_at=now + life, flow=flow,
+                               registered_at=now, instance=instance, reg_id=reg_id,
+                               path=["<sip:edge.example.com;lr>"] if with_path else []))
+            elif kind == "remove":
+                store.remove(op[1], op[2])
+            elif kind == "remove_all":
+                store.remove_all(op[1])
+            elif kind == "closed":
+                if op[1] is not None:
+                    store.flow_closed(op[1])
+            elif kind == "advance":
+                now += op[1]
+            else:
+                store.sweep(now)
+    finally:
+        store.stop()
+    db = sqlite3.connect(store.path)
+    try:
+        stored = sorted(db.execute("SELECT aor, contact, expires_at, path FROM bindings"))
+    finally:
+        db.close()
+    expected = sorted((b.aor, b.contact, b.expires_at, "[]" if not b.path else
+                       '["<sip:edge.example.com;lr>"]')
+                      for aor in store.aors() for b in store._aors[aor].values())
+    assert stored == expected
