@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 import math
-import secrets
+import os
+import random
 from dataclasses import dataclass
-from email.utils import formatdate
 from typing import Any
 
 from reticulum.location import Binding, LocationStore, _emit
-from reticulum.sip import ParseError, Request, Response, make_response
+from reticulum.sip import ParseError, Request, Response, format_date, make_response
 
 __all__ = ["Registrar", "SUPPORTED"]
 
@@ -31,6 +31,9 @@ _MAX_REG_ID = 2**31 - 1  # RFC 5626 reg-id range
 _TOKEN_CHARS = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
 )
+#: Contact parameters the registrar itself answers with; the others are echoed
+_OWN_PARAMS = ("expires", "q")
+_random = random.Random(os.urandom(16))
 
 
 class _Reject(Exception):
@@ -139,6 +142,13 @@ class Registrar:
         except ParseError as e:
             return self._reply(request, 400, getattr(e, "reason", None) or "Bad Request")
 
+    def _debug(self) -> bool:
+        """Is anybody listening to debug messages? (They are built only then.)"""
+        log = self.log
+        if isinstance(log, logging.Logger):
+            return log.isEnabledFor(logging.DEBUG)
+        return log is not None
+
     def flow_closed(self, flow: Any) -> list[Binding]:
         """The connection ``flow`` is gone: drop the bindings only reachable through it."""
         return self.location.flow_closed(flow)
@@ -165,7 +175,9 @@ class Registrar:
             for binding in self.location.bindings(aor, now):
                 self._check_order(binding, call_id, cseq)
             removed = self.location.remove_all(aor)
-            _emit(self.log, "debug", "register %s: removed all %d bindings" % (aor, len(removed)))
+            if self._debug():
+                _emit(self.log, "debug",
+                      "register %s: removed all %d bindings" % (aor, len(removed)))
             return self._ok(request, aor, now)
 
         supported = _option_tags(request, "Supported")
@@ -215,16 +227,17 @@ class Registrar:
                     registered_at=now,
                 )
             )
-        _emit(
-            self.log,
-            "debug",
-            "register %s from %s: %s"
-            % (
-                aor,
-                getattr(flow, "remote", None),
-                ", ".join("%s (%ds)" % (ch.contact, ch.expires) for ch in changes),
-            ),
-        )
+        if self._debug():
+            _emit(
+                self.log,
+                "debug",
+                "register %s from %s: %s"
+                % (
+                    aor,
+                    getattr(flow, "remote", None),
+                    ", ".join("%s (%ds)" % (ch.contact, ch.expires) for ch in changes),
+                ),
+            )
         return self._ok(
             request, aor, now, outbound=outbound, path=path if "path" in supported else None
         )
@@ -283,11 +296,13 @@ class Registrar:
             if instance is not None:  # RFC 5626: reg-id means nothing without an instance
                 reg_id = int(text)
 
-        echoed = ";".join(
-            _format_param(name, value)
-            for name, value in params.items()
-            if name not in ("expires", "q")
-        )
+        echoed = ""
+        if len(params) > ("expires" in params) + ("q" in params):
+            echoed = ";".join(
+                _format_param(name, value)
+                for name, value in params.items()
+                if name not in _OWN_PARAMS
+            )
         return _Change(str(uri), expires, q, instance, reg_id, echoed)
 
     @staticmethod
@@ -322,8 +337,19 @@ class Registrar:
         if outbound:
             response.add("Require", "outbound")
         response.add("Supported", SUPPORTED)
-        response.add("Date", formatdate(now, usegmt=True))
+        response.add("Date", self._date(now))
         return response
+
+    _date_second = None
+    _date_text = ""
+
+    def _date(self, now: float) -> str:
+        """The Date header for ``now`` (made once a second)."""
+        second = int(now)
+        if second != self._date_second:
+            self._date_text = format_date(second)
+            self._date_second = second
+        return self._date_text
 
     def _reply(
         self, request: Request, status: int, reason: str, headers: list[tuple[str, str]] = ()
@@ -340,4 +366,4 @@ class Registrar:
                 return None
         except Exception:
             pass
-        return secrets.token_hex(6)
+        return "%012x" % _random.getrandbits(48)  # unique, not secret: no system call
