@@ -252,6 +252,11 @@ main() {
             ;;
         *)
             venv="$(ensure_env "$(want_kind)")"
+            if [ "$(want_kind)" = pypy ]; then
+                # PyPy sizes its young generation from the L2 cache (1 MB on small VMs) and
+                # then collects far too often under load; 32 MB is about an L3 cache.
+                export PYPY_GC_NURSERY="${PYPY_GC_NURSERY:-32MB}"
+            fi
             if [ "$#" -eq 0 ]; then
                 set -- --config reticulum.toml
             fi

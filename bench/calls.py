@@ -47,7 +47,12 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=20)
     parser.add_argument("--rates", default="200,400,600,800,1000,1200,1400,1600")
     parser.add_argument("--hold", type=int, default=0, help="ms between ACK and BYE")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="seconds of calls at 200/s before measuring, not counted "
+                             "(default: 10 on PyPy, 0 on CPython)")
     args = parser.parse_args()
+    warmup = common.default_warmup(common.server_python()) if args.warmup is None \
+        else args.warmup
 
     work = common.tmpdir()
     port = common.free_port()
@@ -56,31 +61,39 @@ def main() -> int:
     uac = os.path.join(common.SCENARIOS, "uac.xml")
     uas = os.path.join(common.SCENARIOS, "uas.xml")
     best = 0
+
+    def run(rate: int, seconds: int, proc):
+        """One SIPp run at `rate` calls/s for `seconds`: (exit code, stats row, CPU seconds)."""
+        callee_port = common.free_port()
+        register_callee(port, callee_port, args.transport)
+        callee = subprocess.Popen(
+            ["sipp", "-sf", uas, "-i", "127.0.0.1", "-p", str(callee_port), "-t", sipp_t,
+             "-nostdin", "-trace_err", "-error_file",
+             os.path.join(work, "uas-errors.log"), "-max_socket", "10000"],
+            cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        time.sleep(0.5)
+        cpu0 = common.cpu_seconds(proc.pid)
+        try:
+            code, row = common.sipp(
+                ["-sf", uac, "-t", sipp_t, "-p", str(common.free_port()), "-s", "bench",
+                 "-key", "domain", "reticulum.local", "-key", "caller", "sipp@127.0.0.1",
+                 "-d", str(args.hold), "-r", str(rate), "-m", str(rate * seconds),
+                 "-l", str(max(rate * 4, 1000)), "-recv_timeout", "10000",
+                 "-max_socket", "10000", "127.0.0.1:%d" % port],
+                work, timeout=seconds * 4 + 60)
+        finally:
+            os.killpg(callee.pid, signal.SIGTERM)
+            callee.wait()
+        return code, row, common.cpu_seconds(proc.pid) - cpu0
+
     with common.server(config) as proc:
+        if warmup:
+            run(200, warmup, proc)
+            print("warm-up: %d s at 200/s (not counted)" % warmup, flush=True)
         for rate in [int(r) for r in args.rates.split(",")]:
-            callee_port = common.free_port()
-            register_callee(port, callee_port, args.transport)
-            callee = subprocess.Popen(
-                ["sipp", "-sf", uas, "-i", "127.0.0.1", "-p", str(callee_port), "-t", sipp_t,
-                 "-nostdin", "-trace_err", "-error_file",
-                 os.path.join(work, "uas-errors.log"), "-max_socket", "10000"],
-                cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True)
-            time.sleep(0.5)
             total = rate * args.duration
-            cpu0 = common.cpu_seconds(proc.pid)
-            try:
-                code, row = common.sipp(
-                    ["-sf", uac, "-t", sipp_t, "-p", str(common.free_port()), "-s", "bench",
-                     "-key", "domain", "reticulum.local", "-key", "caller", "sipp@127.0.0.1",
-                     "-d", str(args.hold), "-r", str(rate), "-m", str(total),
-                     "-l", str(max(rate * 4, 1000)), "-recv_timeout", "10000",
-                     "-max_socket", "10000", "127.0.0.1:%d" % port],
-                    work, timeout=args.duration * 4 + 60)
-            finally:
-                os.killpg(callee.pid, signal.SIGTERM)
-                callee.wait()
-            cpu = common.cpu_seconds(proc.pid) - cpu0
+            code, row, cpu = run(rate, args.duration, proc)
             ok = common.counter(row, "SuccessfulCall")
             failed = common.counter(row, "FailedCall")
             retrans = common.counter(row, "Retransmissions")

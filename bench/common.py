@@ -74,15 +74,42 @@ def options_ok(port: int, timeout: float = 0.5) -> bool:
     return data.startswith(b"SIP/2.0 200")
 
 
+def server_python() -> str:
+    """The interpreter the server runs on: RETICULUM_BENCH_PYTHON, else the harness's own."""
+    return os.environ.get("RETICULUM_BENCH_PYTHON") or sys.executable
+
+
+def implementation(python: str) -> str:
+    """'cpython' or 'pypy' for an interpreter path."""
+    out = subprocess.run([python, "-c", "import sys; print(sys.implementation.name)"],
+                         cwd=ROOT, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def default_warmup(python: str) -> int:
+    """Seconds of load before measuring: a JIT (PyPy) compiles its hot paths during the first
+    seconds and is slow meanwhile; CPython needs none."""
+    return 10 if implementation(python) == "pypy" else 0
+
+
+def server_env() -> dict:
+    """The server's environment, as run.sh sets it: PyPy with a 32 MB nursery (by default it
+    takes half the L2 cache, 1 MB here, and then spends a third of its time collecting)."""
+    env = dict(os.environ)
+    env.setdefault("PYPY_GC_NURSERY", "32MB")
+    return env
+
+
 @contextlib.contextmanager
 def server(config_path: str, python: str | None = None):
     """Run the real server (twistd plugin) until the block ends."""
-    python = python or os.environ.get("RETICULUM_BENCH_PYTHON") or sys.executable
+    python = python or server_python()
     log = open(os.path.join(os.path.dirname(config_path), "server.log"), "w")
     proc = subprocess.Popen(
         [python, "-c", "import sys; from twisted.scripts.twistd import run; sys.exit(run())",
          "-n", "--pidfile=", "reticulum", "--config", config_path],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env=server_env(),
     )
     port = int(open(config_path).read().split('udp = ["127.0.0.1:')[1].split('"')[0])
     try:

@@ -23,7 +23,12 @@ def main() -> int:
     parser.add_argument("--memory", action="store_true", help="in-memory location store")
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--rates", default="1000,2000,3000,4000,5000,6000,7000,8000")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="seconds of load at 1,000/s before measuring, not counted "
+                             "(default: 10 on PyPy, 0 on CPython)")
     args = parser.parse_args()
+    warmup = common.default_warmup(common.server_python()) if args.warmup is None \
+        else args.warmup
 
     work = common.tmpdir()
     port = common.free_port()
@@ -39,17 +44,24 @@ def main() -> int:
     scenario = os.path.join(common.BENCH_SCENARIOS,
                             "register_auth.xml" if args.auth else "register.xml")
     best = 0
+
+    def run(rate: int, seconds: int):
+        return common.sipp(
+            ["-sf", scenario, "-inf", os.path.join(work, "users.csv"), "-t", "u1",
+             "-p", str(common.free_port()), "-r", str(rate), "-m", str(rate * seconds),
+             "-auth_uri", "reticulum.local",
+             "-l", str(max(rate * 2, 1000)), "-recv_timeout", "5000",
+             "127.0.0.1:%d" % port],
+            work, timeout=seconds * 4 + 60)
+
     with common.server(config) as proc:
+        if warmup:
+            run(1000, warmup)
+            print("warm-up: %d s at 1000/s (not counted)" % warmup, flush=True)
         for rate in [int(r) for r in args.rates.split(",")]:
             total = rate * args.duration
             cpu0 = common.cpu_seconds(proc.pid)
-            code, row = common.sipp(
-                ["-sf", scenario, "-inf", os.path.join(work, "users.csv"), "-t", "u1",
-                 "-p", str(common.free_port()), "-r", str(rate), "-m", str(total),
-                 "-auth_uri", "reticulum.local",
-                 "-l", str(max(rate * 2, 1000)), "-recv_timeout", "5000",
-                 "127.0.0.1:%d" % port],
-                work, timeout=args.duration * 4 + 60)
+            code, row = run(rate, args.duration)
             cpu = common.cpu_seconds(proc.pid) - cpu0
             ok = common.counter(row, "SuccessfulCall")
             failed = common.counter(row, "FailedCall")
