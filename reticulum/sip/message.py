@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from .errors import ParseError
-from .grammar import TOKEN_CHARS, WS, WORD_CHARS, small_int, split_commas, split_list
+from .grammar import FAST_VIA, TOKEN_CHARS, WS, WORD_CHARS, small_int, split_commas, split_list
 from .headers import Headers, _INFO, _LOWER, name_info
 from .uri import URI, parse_uri
 from .values import (
@@ -158,7 +158,8 @@ class Message:
     def vias(self) -> list:
         cache = self.headers._cache
         found = cache.get("via")
-        if found is None:
+        if found is None or type(found) is _TopVia:
+            top = found[0] if found else None
             found = []
             for k, _, v in self.headers._h:
                 if k == "via":
@@ -169,6 +170,8 @@ class Message:
                         if not v:
                             raise ParseError("Bad Via")
                         found.append(parse_via(v))
+            if top is not None:
+                found[0] = top  # the same object `via` gave
             cache["via"] = found
         return list(found)
 
@@ -248,11 +251,13 @@ class Message:
         """Check the headers the core relies on; raise ParseError on a missing, broken or
         duplicated one (see docs/architecture.md).
 
-        Via, From, To and CSeq are parsed (and cached: every message needs them). Contact,
-        Route and Record-Route are only checked, with the fast patterns where they fit;
-        their typed values are parsed when first asked for."""
+        From, To, CSeq and the top Via are parsed (and cached: every message needs them).
+        The other Vias, Contact, Route and Record-Route are only checked, with the fast
+        patterns where they fit; their typed values are parsed when first asked for."""
         firsts = {}
         multiple = None
+        vias = []
+        addresses = None
         for k, _, v in self.headers._h:
             if k in _SINGLE_SET:
                 if k in firsts:
@@ -261,6 +266,12 @@ class Message:
                     multiple.add(k)
                 else:
                     firsts[k] = v
+            elif k == "via":
+                vias.append(v)
+            elif k in _ADDRESS_LISTS:
+                if addresses is None:
+                    addresses = []
+                addresses.append((k, v))
         is_request = isinstance(self, Request)
         if is_request:
             uri = self.uri
@@ -272,11 +283,9 @@ class Message:
             if multiple is not None and key in multiple:
                 raise ParseError("Multiple " + name)
         cache = self.headers._cache
-        vias = cache.get("via")
-        if vias is None:
-            self.via
-            vias = cache["via"]
-        if not vias:
+        if "via" not in cache:
+            self._check_vias(vias)
+        elif not cache["via"]:
             raise ParseError("Missing Via")
         if "to" not in cache:
             cache["to"] = _parse_address(firsts["to"], "Bad To")
@@ -305,35 +314,41 @@ class Message:
                     self.expires
                 else:
                     parse_date(value)
-        if not self._addresses_ok("contact"):
-            contacts = self.contacts
-            if len(contacts) > 1:
-                for contact in contacts:
-                    if contact.star:
+        if addresses is not None:
+            unsure = _unsure_addresses(addresses, cache)
+            if unsure:
+                if "contact" in unsure:
+                    contacts = self.contacts
+                    if len(contacts) > 1:
+                        for contact in contacts:
+                            if contact.star:
+                                raise ParseError("Bad Contact")
+                    elif contacts and contacts[0].star and contacts[0].params:
                         raise ParseError("Bad Contact")
-            elif contacts and contacts[0].star and contacts[0].params:
-                raise ParseError("Bad Contact")
-        if not self._addresses_ok("route"):
-            self.routes
-        if not self._addresses_ok("record-route"):
-            self.record_routes
+                if "route" in unsure:
+                    self.routes
+                if "record-route" in unsure:
+                    self.record_routes
 
-    def _addresses_ok(self, key: str) -> bool:
-        """Every value of that (address list) header is parsed already or fits the fast
-        patterns; False means the full parser must look (and may raise)."""
-        if key in self.headers._cache:
-            return True
-        for k, _, v in self.headers._h:
-            if k == key and v:
-                if "," in v:
-                    if '"' in v or "<" not in v:
-                        return False
-                    for part in split_commas(v):
-                        if not address_ok(part):
-                            return False
-                elif not address_ok(v):
-                    return False
-        return True
+    def _check_vias(self, lines: list) -> None:
+        """validate()'s Via part: the top one parsed and cached, the others checked (as
+        `vias` would, in order: the first broken one raises)."""
+        top = None
+        for v in lines:
+            if "," in v:
+                parts = split_list(v, "Bad Via")
+            elif not v:
+                raise ParseError("Bad Via")
+            else:
+                parts = (v,)
+            for part in parts:
+                if top is None:
+                    top = parse_via(part)
+                elif FAST_VIA.fullmatch(part) is None:
+                    parse_via(part)
+        if top is None:
+            raise ParseError("Missing Via")
+        self.headers._cache["via"] = _TopVia((top,))
 
     # -- serialization -------------------------------------------------------------------------
 
@@ -377,6 +392,36 @@ class Message:
     # Messages are mutable: they hash by identity (usable as keys and in sets), while ==
     # compares content (start line, headers but Content-Length, body).
     __hash__ = object.__hash__
+
+
+class _TopVia(list):
+    """The Via cache of a validated message: only the top Via is built (the others were
+    checked); `vias` builds them all when asked."""
+
+    __slots__ = ()
+
+
+_ADDRESS_LISTS = frozenset(("contact", "route", "record-route"))
+
+
+def _unsure_addresses(addresses: list, cache: dict) -> set:
+    """The keys (of Contact, Route, Record-Route) with a value the fast patterns do not
+    vouch for; the full parser must look at those (and may raise)."""
+    unsure = set()
+    for key, v in addresses:
+        if not v or key in unsure or key in cache:
+            continue
+        if "," in v:
+            if '"' in v or "<" not in v:
+                unsure.add(key)
+                continue
+            for part in split_commas(v):
+                if not address_ok(part):
+                    unsure.add(key)
+                    break
+        elif not address_ok(v):
+            unsure.add(key)
+    return unsure
 
 
 def _comparable(headers: Headers) -> list:
