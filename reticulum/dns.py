@@ -6,6 +6,7 @@ RFC 3263 §4.1 and §4.2 for the case where no NAPTR/SRV lookup is needed.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import NamedTuple
 
@@ -25,6 +26,7 @@ class Target(NamedTuple):
         return self.transport in RELIABLE
 
 
+@functools.lru_cache(maxsize=4096)  # asked for every request sent; ip_address() is slow
 def is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
