@@ -61,6 +61,8 @@ class Core:
         self.proxy = Proxy(self)
         self._sweeper = None
         self._local_addresses: set[tuple[str, int]] | None = None
+        self._is_local: dict = {}  # (host, port, transport) -> is_local_address()
+        self._points: dict = {}  # (transport, IPv6?) -> listening_point()
 
     # -- stores --------------------------------------------------------------------------------
 
@@ -119,6 +121,15 @@ class Core:
 
     def is_local_address(self, host: str, port: int | None, transport: str | None = None) -> bool:
         """Does host:port name this server (one of its listening addresses)?"""
+        key = (host, port, transport)
+        known = self._is_local.get(key)
+        if known is None:
+            known = self._find_local_address(host, port, transport)
+            if len(self._is_local) < 4096:  # hosts come from the wire: keep it bounded
+                self._is_local[key] = known
+        return known
+
+    def _find_local_address(self, host: str, port: int | None, transport: str | None) -> bool:
         if host == "localhost":
             host = "127.0.0.1"
         addresses = self.local_addresses()
@@ -148,6 +159,14 @@ class Core:
     def listening_point(self, transport: str, family_host: str | None = None):
         """Our listening point for sending over `transport` (same address family as the peer)."""
         v6 = family_host is not None and ":" in family_host
+        key = (transport, v6)
+        try:
+            return self._points[key]
+        except KeyError:
+            point = self._points[key] = self._find_listening_point(transport, v6)
+            return point
+
+    def _find_listening_point(self, transport: str, v6: bool):
         fallback = None
         for point in self.transports.listening:
             if point.transport != transport:

@@ -10,7 +10,7 @@ transaction layer, time comes from the core's injected clock.
 """
 from __future__ import annotations
 
-import hashlib
+import functools
 import itertools
 import os
 import random
@@ -291,11 +291,17 @@ class Proxy:
 
     @staticmethod
     def loop_hash(request: Request) -> str:
-        parts = (str(request.uri), request.from_.tag or "", request.to.tag or "",
-                 request.call_id, str(request.cseq.number),
-                 ",".join(request.get_all("Route")),
-                 ",".join(request.get_all("Proxy-Require")))
-        return hashlib.md5("|".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:10]
+        """Ten hex digits over the fields §16.6 step 8 names. Only this process compares
+        them (a request that comes back to us), so Python's own (salted) hash will do."""
+        routes = requires = ()
+        for key, _, _ in request.headers._h:
+            if key == "route":
+                routes = tuple(request.get_all("Route"))
+            elif key == "proxy-require":
+                requires = tuple(request.get_all("Proxy-Require"))
+        parts = (str(request.uri), request.from_.tag, request.to.tag, request.call_id,
+                 request.cseq.number, routes, requires)
+        return "%010x" % (hash(parts) & 0xFFFFFFFFFF)
 
     def new_branch(self, request: Request) -> str:
         return "%s%s.%s%d" % (MAGIC, self.loop_hash(request), self._branch_salt,
@@ -343,19 +349,19 @@ class Proxy:
         secure = request.uri.scheme == "sips"
         dest = self.next_hop(out, binding, secure)
         if dest is None:
-            return None, None
+            return None, None, None
         transport = dest.transport
         peer_host = dest.remote[0] if hasattr(dest, "remote") else dest.host
         outbound = self.core.listening_point(transport, peer_host)
         if outbound is None:
-            return None, None
+            return None, None, None
         if request.method in DIALOG_CREATING and request.to.tag is None:
             inbound = self.core.listening_point(ctx.flow.transport, ctx.flow.remote[0])
             self._record_route(out, outbound, inbound, secure)
-        via = "SIP/2.0/%s %s;branch=%s" % (transport.upper(), _hostport(outbound),
-                                          self.new_branch(request))
-        out.add("Via", via, first=True)
-        return out, dest
+        branch = self.new_branch(request)
+        out.add("Via", "SIP/2.0/%s %s;branch=%s" % (transport.upper(), _hostport(outbound),
+                                                   branch), first=True)
+        return out, dest, branch
 
     def _record_route(self, out: Request, outbound, inbound, secure: bool = False) -> None:
         values = [_rr_value(outbound, secure)]
@@ -391,8 +397,9 @@ class Proxy:
         point = self.core.listening_point(dest.transport, peer_host)
         if point is None:
             return
-        branch = MAGIC + hashlib.md5(
-            (ack.via.branch or ack.call_id).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        # the same branch for every retransmission of this ACK (stateless, §16.11)
+        branch = "%s%016x" % (MAGIC, hash((ack.via.branch or ack.call_id, "ack"))
+                              & 0xFFFFFFFFFFFFFFFF)
         out.add("Via", "SIP/2.0/%s %s;branch=%s" % (dest.transport.upper(), _hostport(point),
                                                    branch), first=True)
         self.core.send_message(out, dest)
@@ -442,13 +449,14 @@ class Proxy:
 class Branch:
     """One target of a forwarded request: its client transaction and Timer C."""
 
-    __slots__ = ("ctx", "request", "dest", "client", "provisional", "done", "cancel_wanted",
-                 "cancel_sent", "timer_c")
+    __slots__ = ("ctx", "request", "dest", "branch_id", "client", "provisional", "done",
+                 "cancel_wanted", "cancel_sent", "timer_c")
 
-    def __init__(self, ctx: "ProxyContext", request: Request, dest):
+    def __init__(self, ctx: "ProxyContext", request: Request, dest, branch_id=None):
         self.ctx = ctx
         self.request = request
         self.dest = dest
+        self.branch_id = branch_id  # the branch of our Via on `request`
         self.client = None
         self.provisional = False
         self.done = False
@@ -459,7 +467,8 @@ class Branch:
     def start(self) -> None:
         ctx = self.ctx
         proxy = ctx.proxy
-        self.client = proxy.transactions.new_client(self.request, self.dest, self)
+        self.client = proxy.transactions.new_client(self.request, self.dest, self,
+                                                    branch=self.branch_id)
         if self.request.method == "INVITE":
             self._arm_timer_c()
 
@@ -508,7 +517,8 @@ class Branch:
         cancel = Request("CANCEL", invite.uri)
         for name, value in headers:
             cancel.add(name, value)
-        self.ctx.proxy.transactions.new_client(cancel, self.dest, _IgnoreResponses)
+        self.ctx.proxy.transactions.new_client(cancel, self.dest, _IgnoreResponses,
+                                               branch=self.branch_id)
 
     # transaction user callbacks
 
@@ -625,7 +635,7 @@ class ProxyContext:
             group = self.targets.pop(0)
             started = 0
             for uri, binding in group:
-                out, dest = self.proxy.prepare(self, uri, binding)
+                out, dest, branch_id = self.proxy.prepare(self, uri, binding)
                 if out is None:
                     if self.request.uri.scheme == "sips":
                         status, reason = 480, "No secure path to the target"
@@ -634,7 +644,7 @@ class ProxyContext:
                     self.responses.append(make_response(self.request, status, reason,
                                                         to_tag=self.to_tag))
                     continue
-                branch = Branch(self, out, dest)
+                branch = Branch(self, out, dest, branch_id)
                 self.branches.append(branch)
                 started += 1
                 branch.start()
@@ -769,6 +779,7 @@ def _upstream(response: Response) -> Response:
     return out
 
 
+@functools.lru_cache(maxsize=64)  # a listening point's text never changes
 def _hostport(point) -> str:
     from reticulum.core import advertised_host
 
@@ -778,6 +789,7 @@ def _hostport(point) -> str:
     return "%s:%d" % (host, point.port)
 
 
+@functools.lru_cache(maxsize=128)
 def _rr_value(point, secure: bool = False) -> str:
     if secure and point.transport in ("tls", "wss"):
         # §16.6 step 4: a sips: request is record-routed with sips: URIs

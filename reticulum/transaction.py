@@ -398,12 +398,14 @@ class TransactionLayer:
 
     # -- client side
 
-    def new_client(self, request, dest, tu) -> "ClientTransaction":
-        """Start a client transaction: the request (top Via with a branch) is sent at once."""
+    def new_client(self, request, dest, tu, branch=None) -> "ClientTransaction":
+        """Start a client transaction: the request (top Via with a branch) is sent at once.
+        ``branch``: that Via's branch when the caller knows it (it just wrote it)."""
         method = request.method
         if method == "ACK":
             raise ValueError("ACK never creates a client transaction")
-        branch = request.via.branch
+        if branch is None:
+            branch = request.via.branch
         if not branch:
             raise ValueError("a client transaction needs a Via branch")
         ct = ClientTransaction(self, request, branch, dest, tu)
