@@ -24,6 +24,7 @@ from twisted.internet import reactor  # noqa: E402
 from reticulum.config import config_from_dict  # noqa: E402
 from reticulum.core import Core  # noqa: E402
 from reticulum.location import Binding, MemoryLocation  # noqa: E402
+from reticulum.service import tune_gc  # noqa: E402
 from reticulum.sip import parse  # noqa: E402
 from reticulum.transport.base import Flow, ListeningPoint  # noqa: E402
 
@@ -64,6 +65,7 @@ def make_core(store):
     net = Collecting()
     core = Core(config, reactor, net)
     core.start()
+    tune_gc()  # as the server does after start-up
     return core, net
 
 
