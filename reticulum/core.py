@@ -63,6 +63,7 @@ class Core:
         self._local_addresses: set[tuple[str, int]] | None = None
         self._is_local: dict = {}  # (host, port, transport) -> is_local_address()
         self._points: dict = {}  # (transport, IPv6?) -> listening_point()
+        self._udp_flows: dict = {}  # (host, port) -> the UDP flow send_to chose for it
 
     # -- stores --------------------------------------------------------------------------------
 
@@ -301,7 +302,21 @@ class Core:
             if dest.host in ("255.255.255.255",) or not is_ip(dest.host):
                 self.log.warn("Refusing to send to {host}", host=dest.host)
                 return False
-            flow = self.transports.send_to(data, dest.transport, dest.host, dest.port)
+            if dest.transport == "udp":
+                # A UDP flow is always usable: once the flow table has chosen the socket for
+                # an address, send on that flow directly (send_to picks a socket each time).
+                key = (dest.host, dest.port)
+                flow = self._udp_flows.get(key)
+                if flow is not None and self.transports.send(data, flow):
+                    self._log_out(message, flow)
+                    return True
+                flow = self.transports.send_to(data, "udp", dest.host, dest.port)
+                if flow is not None and len(self._udp_flows) < 4096:
+                    self._udp_flows[key] = flow
+                elif flow is None:
+                    self._udp_flows.pop(key, None)
+            else:
+                flow = self.transports.send_to(data, dest.transport, dest.host, dest.port)
             ok = flow is not None
         else:
             flow = dest
