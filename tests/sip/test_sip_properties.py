@@ -143,9 +143,10 @@ def render_address(a: Address, style: int) -> str:
             part and all(c in TOKEN for c in part) for part in a.display.split(" ")):
         return a.display + " <" + str(a.uri) + ">" + "".join(
             " ; " + k if v is None else " ;" + k + " = " + v for k, v in a.params.items())
+    # RFC 3261 §20: a URI with a comma, question mark or semicolon anywhere (user, password,
+    # opaque part) must stay in angle brackets
     if style == 2 and a.display is None and not a.uri.params and a.uri.headers is None and \
-            (a.uri.user is None or not any(c in a.uri.user for c in ";?,")) and \
-            (a.uri.opaque is None or not any(c in a.uri.opaque for c in ";?,")):
+            not any(c in str(a.uri) for c in ";?,"):
         return str(a)[1:].replace(">", "", 1)  # addr-spec form
     return str(a)
 
