@@ -74,6 +74,7 @@ def main() -> int:
             start_new_session=True)
         time.sleep(0.5)
         cpu0 = common.cpu_seconds(proc.pid)
+        wall0 = time.monotonic()
         try:
             code, row = common.sipp(
                 ["-sf", uac, "-t", sipp_t, "-p", str(common.free_port()), "-s", "bench",
@@ -85,7 +86,7 @@ def main() -> int:
         finally:
             os.killpg(callee.pid, signal.SIGTERM)
             callee.wait()
-        return code, row, common.cpu_seconds(proc.pid) - cpu0
+        return code, row, (common.cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - wall0)
 
     with common.server(config) as proc:
         if warmup:
@@ -93,14 +94,15 @@ def main() -> int:
             print("warm-up: %d s at 200/s (not counted)" % warmup, flush=True)
         for rate in [int(r) for r in args.rates.split(",")]:
             total = rate * args.duration
-            code, row, cpu = run(rate, args.duration, proc)
+            code, row, share = run(rate, args.duration, proc)
             ok = common.counter(row, "SuccessfulCall")
             failed = common.counter(row, "FailedCall")
             retrans = common.counter(row, "Retransmissions")
             elapsed = row.get("ElapsedTime(C)", "?")
             print("rate %5d/s: %d ok, %d failed, %d retransmissions, elapsed %s, server CPU %.2f"
-                  % (rate, ok, failed, retrans, elapsed, cpu / args.duration), flush=True)
-            if code != 0 or failed or ok < total or retrans > 0.005 * max(ok * 4, 1):
+                  % (rate, ok, failed, retrans, elapsed, share), flush=True)
+            if code != 0 or failed or ok < total or retrans > 0.005 * max(ok * 4, 1) \
+                    or not common.kept_pace(row, args.duration):
                 break
             best = rate
     print("calls/s sustained for %ds over %s: %d" % (args.duration, args.transport, best))

@@ -159,5 +159,24 @@ def counter(row: dict, name: str) -> int:
         return 0
 
 
+def elapsed_seconds(row: dict) -> float | None:
+    """SIPp's ElapsedTime(C) ("HH:MM:SS" or "HH:MM:SS:mmm") in seconds."""
+    text = row.get("ElapsedTime(C)") or ""
+    parts = text.split(":")
+    try:
+        seconds = int(parts[0]) * 3600 + int(parts[1]) * 60 + int(parts[2])
+    except (IndexError, ValueError):
+        return None
+    if len(parts) > 3:
+        seconds += int(parts[3]) / 1000.0
+    return seconds
+
+
+def kept_pace(row: dict, duration: int) -> bool:
+    """Did SIPp place its calls within the window (not a slower run that got there late)?"""
+    elapsed = elapsed_seconds(row)
+    return elapsed is not None and elapsed <= duration * 1.1 + 1
+
+
 def tmpdir() -> str:
     return tempfile.mkdtemp(prefix="reticulum-bench-")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -61,17 +62,18 @@ def main() -> int:
         for rate in [int(r) for r in args.rates.split(",")]:
             total = rate * args.duration
             cpu0 = common.cpu_seconds(proc.pid)
+            wall0 = time.monotonic()
             code, row = run(rate, args.duration)
-            cpu = common.cpu_seconds(proc.pid) - cpu0
+            share = (common.cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - wall0)
             ok = common.counter(row, "SuccessfulCall")
             failed = common.counter(row, "FailedCall")
             retrans = common.counter(row, "Retransmissions")
             elapsed = row.get("ElapsedTime(C)", "?")
-            share = cpu / args.duration
             print("rate %5d/s: %d ok, %d failed, %d retransmissions, elapsed %s, server CPU %.2f"
                   % (rate, ok, failed, retrans, elapsed, share), flush=True)
             sent = ok * (2 if args.auth else 1)
-            if code != 0 or failed or ok < total or retrans > 0.005 * max(sent, 1):
+            if code != 0 or failed or ok < total or retrans > 0.005 * max(sent, 1) \
+                    or not common.kept_pace(row, args.duration):
                 break
             best = rate
     print("registrations/s sustained for %ds (%s store, auth %s): %d"
