@@ -149,6 +149,7 @@ class Authenticator:
         # nonces issued at or before this time and not in _counts had to be forgotten early
         self._forgotten_before = float("-inf")
         self._failures: OrderedDict[tuple[str, str], _Failures] = OrderedDict()
+        self._opaques: dict[str, str] = {}  # realm -> opaque (it depends on nothing else)
 
     # -- the decision --------------------------------------------------------------------------
 
@@ -349,8 +350,11 @@ class Authenticator:
         return struct.unpack(">q", body[:8])[0] / 1000.0
 
     def _opaque(self, realm: str) -> str:
-        return hmac.new(self.secret, b"opaque:" + realm.encode("utf-8"),
-                        hashlib.sha256).hexdigest()[:32]
+        opaque = self._opaques.get(realm)
+        if opaque is None:
+            opaque = self._opaques[realm] = hmac.new(
+                self.secret, b"opaque:" + realm.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+        return opaque
 
     def _count(self, nonce: str, nc: int, issued: float, now: float) -> bool:
         """Record a verified nonce-count; False when it is not above the highest seen."""

@@ -30,6 +30,10 @@ def _available(name: str) -> bool:
     return True
 
 
+_AVAILABLE = {name: _available(name) for name in _HASHES.values()}
+_CONSTRUCTORS = {name: getattr(hashlib, name, None) or (lambda data, _n=name: hashlib.new(_n, data))
+                 for name in _HASHES.values()}
+
 SUPPORTED_ALGORITHMS: tuple[str, ...] = tuple(
     token
     for base, hash_name in _HASHES.items()
@@ -49,7 +53,7 @@ def normalize_algorithm(algorithm: str | None) -> str:
     sess = token.endswith("-SESS")
     if sess:
         token = token[: -len("-SESS")]
-    if token not in _HASHES or not _available(_HASHES[token]):
+    if token not in _HASHES or not _AVAILABLE[_HASHES[token]]:
         raise ValueError("unsupported digest algorithm: %r" % (algorithm,))
     return token + "-sess" if sess else token
 
@@ -66,7 +70,7 @@ def _to_bytes(value: str | bytes) -> bytes:
 
 def hash_hex(algorithm: str | None, data: str | bytes) -> str:
     """H(data) for the algorithm, as lowercase hex."""
-    return hashlib.new(_HASHES[base_algorithm(algorithm)], _to_bytes(data)).hexdigest()
+    return _CONSTRUCTORS[_HASHES[base_algorithm(algorithm)]](_to_bytes(data)).hexdigest()
 
 
 def ha1(user: str, realm: str, password: str, algorithm: str | None = "MD5") -> str:

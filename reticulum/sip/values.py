@@ -3,6 +3,7 @@ credentials and challenges, dates."""
 from __future__ import annotations
 
 import calendar
+import re
 import time
 from datetime import datetime, timezone
 
@@ -446,6 +447,14 @@ def parse_params(text: str) -> dict:
 # -- digest (and other) credentials and challenges -------------------------------------------
 
 
+_AUTH_TOKEN = "[A-Za-z0-9\\-.!%*_+`'~]+"
+_AUTH_PARAM = '(%s)[ \t]*=[ \t]*(?:"([^"\\\\]*)"|([^ \t,"]+))' % _AUTH_TOKEN
+# the usual shape: no quoted-pairs in quoted values
+_FAST_AUTH = re.compile("(%s)(?:[ \t]+(%s(?:[ \t]*,[ \t,]*%s)*[ \t]*(?:,[ \t,]*)?))?" % (
+    _AUTH_TOKEN, _AUTH_PARAM, _AUTH_PARAM))
+_AUTH_PARAMS = re.compile(_AUTH_PARAM)
+
+
 def parse_auth(value: str):
     """Parse a WWW-Authenticate / Proxy-Authenticate challenge or an Authorization /
     Proxy-Authorization credential: ``scheme name=value, name="quoted", ...``.
@@ -454,6 +463,24 @@ def parse_auth(value: str):
     parameter names lower-cased, values with quotes removed and quoted-pairs resolved.
     Raises ParseError("Bad auth header") (also for a repeated parameter)."""
     v = value.strip(WS)
+    match = _FAST_AUTH.fullmatch(v)
+    if match is not None:
+        scheme, text = match.group(1), match.group(2)
+        if scheme.lower() == "digest":
+            scheme = "Digest"
+        params: dict = {}
+        if text:
+            for name, quoted, plain in _AUTH_PARAMS.findall(text):
+                name = name.lower()
+                if name in params:
+                    break  # repeated: the full parser says so
+                params[name] = plain or quoted
+            else:
+                return scheme, params
+    return _parse_auth_full(v)
+
+
+def _parse_auth_full(v: str):
     i = 0
     n = len(v)
     while i < n and v[i] in TOKEN_CHARS:

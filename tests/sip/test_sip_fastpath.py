@@ -149,3 +149,24 @@ def test_the_usual_values_take_the_fast_path():
         assert FAST_NAME_ADDR.fullmatch(text) or FAST_ADDR_SPEC.fullmatch(text), text
     assert FAST_VIA.fullmatch("SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bK-1-0;rport")
     assert FAST_URI.fullmatch("sip:bob@127.0.0.1:7000;transport=udp;lr")
+
+
+AUTH_PIECES = ["Digest", "digest", "Basic", " ", "\t", ",", "=", '"', "\\", "realm", "nonce",
+               "NC", "a", "1", "é", '"x y"', '"a,b"', '"a\\"b"', "00000001", "MD5", "-", ";",
+               "uri=\"sip:x\"", "qop=auth", " , ", "=="]
+auth_text = st.lists(st.sampled_from(AUTH_PIECES), max_size=14).map("".join)
+
+
+@SETTINGS
+@given(auth_text)
+def test_auth_fast_path_agrees(text):
+    from reticulum.sip.values import _parse_auth_full, parse_auth
+
+    def outcome(parse):
+        try:
+            scheme, params = parse(text.strip(" \t"))
+            return scheme, list(params.items())
+        except ParseError as error:
+            return ("error", error.reason)
+
+    assert outcome(parse_auth) == outcome(_parse_auth_full)
