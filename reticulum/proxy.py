@@ -743,11 +743,13 @@ class ProxyContext:
         self.release_if_finished()
 
     def trim(self) -> None:
-        """The final answer is out and every branch is done. Transactions linger for tens of
-        seconds to absorb retransmissions: keep only what late 2xx responses need."""
+        """The final answer is out (usually every branch is done too). Transactions linger for
+        tens of seconds to absorb retransmissions: keep only what late 2xx responses need."""
+        self.request.forget_parsed()
+        if any(not b.done for b in self.branches):
+            return  # the server transaction ended first (a cancelled fork still waits)
         self.responses = ()  # nothing is added once every branch is done
         self.targets = ()
-        self.request.forget_parsed()
         for branch in self.branches:
             branch.request = None  # its client transaction has let go of it too
         server = self.server

@@ -261,6 +261,27 @@ def test_forking_cancels_the_losing_branch(tmp_path):
     assert [m.method for m in to_flow(sent, CALLEE2)] == ["CANCEL"]
 
 
+def test_a_cancelled_branch_that_never_answers_outlives_the_call_quietly(tmp_path):
+    """The 2xx transaction (Timer L) ends before the cancelled branch gives up (Timer B):
+    the context must still take that branch's late 408, and everything is freed after."""
+    core, clock, net = make_core(tmp_path, invite_timeout=180)
+    register(core, clock, "bob", CALLEE)
+    register(core, clock, "bob", CALLEE2)
+    core.receive_bytes(request(), CALLER)
+    sent = net.take()
+    (first,) = to_flow(sent, CALLEE)
+    (second,) = to_flow(sent, CALLEE2)
+    core.receive_bytes(answer(second, 180, "Ringing", tag="b2"), CALLEE2)
+    core.receive_bytes(answer(first, 200, "OK"), CALLEE)
+    (cancel,) = [m for m in to_flow(net.take(), CALLEE2) if isinstance(m, Request)]
+    core.receive_bytes(answer(cancel, 200, "OK"), CALLEE2)  # ... and never a 487
+    for _ in range(60):
+        clock.advance(1)
+    final = [s for s in statuses(to_flow(net.take(), CALLER)) if s >= 200]
+    assert final == [] or set(final) == {200}  # no second final answer upstream
+    assert len(core.transactions) == 0 and not core.proxy.contexts
+
+
 def test_sequential_q_groups(tmp_path):
     core, clock, net = make_core(tmp_path)
     register(core, clock, "bob", CALLEE, q=1.0)
