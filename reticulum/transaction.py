@@ -318,6 +318,8 @@ class TransactionLayer:
         self._clients: Dict[str, ClientTransaction] = {}  # branch -> INVITE / non-INVITE
         self._cancels: Dict[str, ClientTransaction] = {}  # branch -> CANCEL
         self._queues: Dict[float, _TimerQueue] = {}  # duration -> its started timers
+        # (transport, host, port) of the destination -> its live client transactions
+        self._by_address: Dict[Any, Dict[ClientTransaction, None]] = {}
 
     def later(self, delay: float, func) -> _Timer:
         """Start a timer: ``func()`` runs after ``delay`` seconds of the clock unless the
@@ -409,6 +411,11 @@ class TransactionLayer:
         if not branch:
             raise ValueError("a client transaction needs a Via branch")
         ct = ClientTransaction(self, request, branch, dest, tu)
+        ct.address = address = _address(dest)
+        bucket = self._by_address.get(address)
+        if bucket is None:
+            bucket = self._by_address[address] = {}
+        bucket[ct] = None
         table = self._cancels if method == "CANCEL" else self._clients
         old = table.get(branch)
         if old is not None:
@@ -436,12 +443,21 @@ class TransactionLayer:
 
     def transport_error(self, dest) -> None:
         """Every client transaction still waiting for a final response from `dest` fails."""
-        failed = [
-            ct
-            for table in (self._clients, self._cancels)
-            for ct in table.values()
-            if ct.state in (CALLING, TRYING, PROCEEDING) and _same_dest(ct.dest, dest)
-        ]
+        address = _address(dest)
+        if address is None:
+            candidates = [ct for bucket in self._by_address.values() for ct in bucket]
+        else:
+            # only transactions to that address can match (an error on a flow also concerns
+            # targets of its address); the lookup keeps a failing destination from costing a
+            # walk over every live transaction
+            candidates = list(self._by_address.get(address, ()))
+            candidates.extend(self._by_address.get(None, ()))
+        failed = []
+        for table in (self._clients, self._cancels):
+            for ct in candidates:
+                if table.get(ct.key) is ct and ct.state in (CALLING, TRYING, PROCEEDING) \
+                        and _same_dest(ct.dest, dest):
+                    failed.append(ct)
         for ct in failed:
             ct._transport_error()
 
@@ -463,6 +479,11 @@ class TransactionLayer:
         table = self._cancels if ct.method == "CANCEL" else self._clients
         if table.get(ct.key) is ct:
             del table[ct.key]
+        bucket = self._by_address.get(ct.address)
+        if bucket is not None:
+            bucket.pop(ct, None)
+            if not bucket:
+                del self._by_address[ct.address]
 
 
 # -- server transactions ---------------------------------------------------------------------
@@ -701,6 +722,7 @@ class ClientTransaction:
         "_retransmit",
         "_timeout",
         "_interval",
+        "address",
     )
 
     def __init__(self, layer: TransactionLayer, request, branch: str, dest, tu):
@@ -715,6 +737,7 @@ class ClientTransaction:
         self.tu = tu
         self.last_response = None
         self.ack = None  # the ACK we built for a 3xx-6xx response
+        self.address = None  # _address(dest), the layer's index key
         self._retransmit = None  # Timer A / E
         self._timeout = None  # Timer B / F, then D / K / M
         self._interval = 0.0

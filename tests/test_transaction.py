@@ -999,3 +999,18 @@ def test_invite_server_in_proceeding_waits_for_its_tu():
     st = layer.new_server(request(), UDP, TU())
     clock.advance(3600)
     assert st.state == "proceeding" and not clock.getDelayedCalls()
+
+
+def test_the_destination_index_forgets_ended_transactions():
+    clock, wire, layer = make_layer()
+    tu = MinimalTU()
+    for i in range(50):
+        dest = Dest(True, "tcp", "192.0.2.%d" % (i % 5), 5060)
+        inv = request(branch="z9hG4bKidx%d" % i, call_id="idx%d" % i)
+        layer.new_client(inv, dest, tu)
+        if i % 2:
+            layer.handle_response(respond(inv, 486))
+    layer.transport_error(Dest(True, "tcp", "192.0.2.1", 5060))
+    assert tu.errors == 5
+    clock.advance(T64 + 1)
+    assert len(layer) == 0 and not layer._by_address
