@@ -20,25 +20,36 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 
+_CALLEE_CALL_ID = "bench-callee-%d-%d" % (os.getpid(), time.time_ns())
+_callee_cseq = [0]
+
+
 def register_callee(server_port: int, callee_port: int, transport: str) -> None:
-    """Bind the callee's address to sip:bench@reticulum.local (over UDP, from its own port)."""
+    """Bind the callee's address to sip:bench@reticulum.local (over UDP, from its own port),
+    replacing the callee of the previous rate: that SIPp is gone, and calls forked to it
+    too (retransmitting to a dead port, or failing to connect) would load the server with
+    work no rate asked for."""
     params = "" if transport == "udp" else ";transport=tcp"
-    message = (
-        "REGISTER sip:reticulum.local SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bKreg%d\r\n"
-        "From: <sip:bench@reticulum.local>;tag=r1\r\nTo: <sip:bench@reticulum.local>\r\n"
-        "Call-ID: bench-callee-%d\r\nCSeq: 1 REGISTER\r\n"
-        "Contact: <sip:bench@127.0.0.1:%d%s>\r\nExpires: 7200\r\nMax-Forwards: 70\r\n"
-        "Content-Length: 0\r\n\r\n" % (callee_port, os.getpid(), time.time_ns(), callee_port,
-                                       params)
-    ).encode()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", callee_port))
         s.settimeout(5)
-        s.sendto(message, ("127.0.0.1", server_port))
-        reply = s.recv(65535)
-    if not reply.startswith(b"SIP/2.0 200"):
-        raise RuntimeError("callee registration failed: %r" % reply[:80])
+        for contact, expires in (("*", 0), ("<sip:bench@127.0.0.1:%d%s>" % (callee_port, params),
+                                            7200)):
+            _callee_cseq[0] += 1
+            message = (
+                "REGISTER sip:reticulum.local SIP/2.0\r\n"
+                "Via: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bKreg%d-%d\r\n"
+                "From: <sip:bench@reticulum.local>;tag=r1\r\nTo: <sip:bench@reticulum.local>\r\n"
+                "Call-ID: %s\r\nCSeq: %d REGISTER\r\n"
+                "Contact: %s\r\nExpires: %d\r\nMax-Forwards: 70\r\n"
+                "Content-Length: 0\r\n\r\n" % (callee_port, os.getpid(), _callee_cseq[0],
+                                                 _CALLEE_CALL_ID, _callee_cseq[0], contact,
+                                                 expires)
+            ).encode()
+            s.sendto(message, ("127.0.0.1", server_port))
+            reply = s.recv(65535)
+            if not reply.startswith(b"SIP/2.0 200"):
+                raise RuntimeError("callee registration failed: %r" % reply[:80])
 
 
 def main() -> int:
