@@ -10,6 +10,7 @@ that fails (400, 423, 500) leaves the bindings exactly as they were.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import math
@@ -60,6 +61,7 @@ def _private(ip) -> bool:
     return ip.version == 4 and any(ip in net for net in _PRIVATE_NETWORKS)
 
 
+@functools.lru_cache(maxsize=4096)  # asked at every REGISTER; ip_address() is slow
 def nat_evident(contact_host: str | None, source_host: str | None) -> bool:
     """The Contact names a private IPv4 address (RFC 1918, RFC 6598) other than the packet's
     source, and the source is not private: a NAT rewrote the packet on its way here. The
