@@ -92,15 +92,19 @@ class RegistrarConfig:
     max_expires: int = 7200
     default_expires: int = 3600
     store: str = "sqlite"  # "sqlite" (bindings survive restarts) or "memory"
+    #: when a binding is reached through its REGISTER's flow instead of its Contact:
+    #: "auto" (evident NAT), "always" or "never" (outbound and .invalid Contacts always are)
+    nat: str = "auto"
 
 
 @dataclass(frozen=True)
 class AuthConfig:
     enabled: bool = True  # off: nobody is challenged (a closed lab, a benchmark)
-    algorithms: List[str] = field(default_factory=lambda: ["MD5", "SHA-256"])
+    algorithms: List[str] = field(default_factory=lambda: ["MD5"])
     max_failures: int = 10
     lockout_seconds: float = 300
     nonce_lifetime: float = 300
+    check_uri: bool = False  # true: the digest uri must name the Request-URI
 
 
 @dataclass(frozen=True)
@@ -336,13 +340,16 @@ def _registrar(r: "_Reader") -> RegistrarConfig:
     store = r.string("store", "sqlite", non_empty=True)
     if store not in ("sqlite", "memory"):
         raise ConfigError(r.msg("store", "must be \"sqlite\" or \"memory\""))
+    nat = r.string("nat", "auto", non_empty=True)
+    if nat not in ("auto", "always", "never"):
+        raise ConfigError(r.msg("nat", "must be \"auto\", \"always\" or \"never\""))
     r.finish()
     return RegistrarConfig(min_expires=min_e, max_expires=max_e, default_expires=default_e,
-                           store=store)
+                           store=store, nat=nat)
 
 
 def _auth(r: "_Reader") -> AuthConfig:
-    algorithms = r.str_list("algorithms", ["MD5", "SHA-256"], non_empty=True)
+    algorithms = r.str_list("algorithms", ["MD5"], non_empty=True)
     out = []
     for i, a in enumerate(algorithms):
         up = a.strip().upper()
@@ -357,8 +364,10 @@ def _auth(r: "_Reader") -> AuthConfig:
     lockout = r.number("lockout_seconds", 300, minimum=0)
     nonce_lifetime = r.number("nonce_lifetime", 300, minimum=1)
     enabled = r.boolean("enabled", True)
+    check_uri = r.boolean("check_uri", False)
     r.finish()
-    return AuthConfig(enabled=enabled, algorithms=out, max_failures=max_failures, lockout_seconds=lockout, nonce_lifetime=nonce_lifetime)
+    return AuthConfig(enabled=enabled, algorithms=out, max_failures=max_failures, lockout_seconds=lockout, nonce_lifetime=nonce_lifetime,
+                      check_uri=check_uri)
 
 
 def _transport(r: "_Reader") -> TransportConfig:

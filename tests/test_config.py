@@ -127,7 +127,9 @@ def test_defaults():
     assert c.registrar.min_expires == 60
     assert c.registrar.max_expires == 7200
     assert c.registrar.default_expires == 3600
-    assert c.auth.algorithms == ["MD5", "SHA-256"]
+    assert c.auth.algorithms == ["MD5"]
+    assert c.auth.check_uri is False
+    assert c.registrar.nat == "auto"
     assert c.auth.max_failures == 10
     assert c.auth.lockout_seconds == 300
     assert c.auth.nonce_lifetime == 300
@@ -243,6 +245,9 @@ def test_duplicate_address():
         ({"auth": {"algorithms": []}}, "auth.algorithms"),
         ({"auth": {"algorithms": ["MD5", "md5"]}}, "auth.algorithms[1]"),
         ({"auth": {"max_failures": -1}}, "auth.max_failures"),
+        ({"auth": {"check_uri": "yes"}}, "auth.check_uri"),
+        ({"registrar": {"nat": "sometimes"}}, "registrar.nat"),
+        ({"registrar": {"nat": True}}, "registrar.nat"),
         ({"auth": {"nonce_lifetime": 0}}, "auth.nonce_lifetime"),
         ({"transport": {"max_message_size": 100}}, "transport.max_message_size"),
         ({"transport": {"tcp_idle_timeout": 0}}, "transport.tcp_idle_timeout"),
