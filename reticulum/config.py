@@ -35,6 +35,8 @@ __all__ = [
     "TLSConfig",
     "WebSocketConfig",
     "DialogConfig",
+    "ClusterConfig",
+    "ServerConfig",
     "LISTEN_TRANSPORTS",
     "DIGEST_ALGORITHMS",
     "load_config",
@@ -137,6 +139,25 @@ class DialogConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    #: "redis://host:port/db"; None: no cluster (bindings and accounts in SQLite)
+    redis: Optional[str] = None
+    #: this node's name (default: the host name); each node of a cluster needs its own
+    node: Optional[str] = None
+    #: (host, port, transport) where the other nodes reach this one; None: the first
+    #: udp (else tcp) listening address
+    address: Optional[Tuple[str, int, str]] = None
+    #: the prefix of every Redis key (several clusters may share one Redis)
+    prefix: str = "reticulum:"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    #: processes serving the same ports (SO_REUSEPORT); more than 1 needs [cluster]
+    workers: int = 1
+
+
+@dataclass(frozen=True)
 class Config:
     domains: List[str] = field(default_factory=lambda: ["reticulum.local"])
     state_dir: str = field(default_factory=lambda: os.path.abspath("var"))
@@ -150,6 +171,8 @@ class Config:
     tls: TLSConfig = field(default_factory=TLSConfig)
     websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
     dialog: DialogConfig = field(default_factory=DialogConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
     #: the file this came from (absolute), or None when built from a dict
     path: Optional[str] = None
 
@@ -205,6 +228,8 @@ def config_from_dict(
     dialog = DialogConfig(
         session_lifetime=_done(r.section("dialog"), lambda s: s.number("session_lifetime", 7200, minimum=1))
     )
+    cluster = _cluster(r.section("cluster"), listen)
+    server = _server(r.section("server"), cluster)
     r.finish()
     return Config(
         domains=domains,
@@ -219,6 +244,8 @@ def config_from_dict(
         tls=tls,
         websocket=websocket,
         dialog=dialog,
+        cluster=cluster,
+        server=server,
         path=path,
     )
 
@@ -394,6 +421,52 @@ def _websocket(r: "_Reader") -> WebSocketConfig:
     size = r.integer("max_frame_size", 65535, minimum=1024, maximum=1 << 24)
     r.finish()
     return WebSocketConfig(allowed_origins=list(origins), max_frame_size=size)
+
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_NODE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def _cluster(r: "_Reader", listen: ListenConfig) -> ClusterConfig:
+    url = r.string("redis", None, non_empty=True)
+    if url is not None and not url.startswith(_REDIS_SCHEMES):
+        raise ConfigError(r.msg("redis", "must be a redis://host:port/db URL"))
+    node = r.string("node", None, non_empty=True)
+    if node is not None and (len(node) > 64 or not set(node) <= _NODE_CHARS):
+        raise ConfigError(r.msg("node", "must be at most 64 letters, digits, '.', '_' or '-'"))
+    text = r.string("address", None, non_empty=True)
+    address = None
+    if text is not None:
+        try:
+            host, port = parse_hostport(text)
+        except ValueError as e:
+            raise ConfigError(r.msg("address", "bad address %r: %s" % (text, e))) from None
+        for transport in ("udp", "tcp"):
+            if (host, port) in getattr(listen, transport):
+                address = (host, port, transport)
+                break
+        else:
+            raise ConfigError(r.msg("address", "must be one of the udp or tcp listening addresses"))
+    prefix = r.string("prefix", "reticulum:")
+    if url is None and (node is not None or address is not None):
+        raise ConfigError(r.msg("redis", "is needed for a cluster"))
+    if url is not None and address is None and not (listen.udp or listen.tcp):
+        raise ConfigError(r.msg("address", "a cluster node needs a udp or tcp listening address"))
+    r.finish()
+    return ClusterConfig(redis=url, node=node, address=address, prefix=prefix)
+
+
+def _server(r: "_Reader", cluster: ClusterConfig) -> ServerConfig:
+    value = r.take("workers", 1)
+    if value == "auto":
+        value = os.cpu_count() or 1
+    elif isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
+        raise ConfigError(r.msg("workers", "must be a number of processes (1-256) or \"auto\""))
+    if value > 1 and cluster.redis is None:
+        raise ConfigError(r.msg("workers", "more than one worker needs [cluster] redis: the "
+                                           "workers share their bindings through Redis"))
+    r.finish()
+    return ServerConfig(workers=value)
 
 
 def _domain(value: str, key: str, path: Optional[str]) -> str:

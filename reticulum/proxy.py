@@ -155,6 +155,9 @@ class Proxy:
             if not to_us:
                 ctx.respond(403, "Not a domain served here")
                 return
+            if not self.location.writable:  # the shared store is out of reach
+                ctx.respond(503, headers=[("Retry-After", str(self.location.retry_after))])
+                return
             user = None
             if self.auth is not None:
                 result = self.auth.authenticate(request, ctx.flow.remote[0], proxy=False)
@@ -178,6 +181,8 @@ class Proxy:
         """Issue 5's rules: local senders prove who they are; nobody relays through us."""
         request = ctx.request
         core = self.core
+        if core.cluster is not None and core.cluster.is_peer(ctx.flow):
+            return True  # another node of this cluster authorised it (it owns no flow here)
         uri = request.uri
         to_local = core.is_local_domain(uri.host) or core.is_us(uri)
         if request.to.tag is not None:

@@ -103,6 +103,7 @@ class ReticulumService(MultiService):
         self.exit_on_error = exit_on_error
         self.transports: Optional[Transports] = None
         self.core: Any = None
+        self.cluster: Any = None
         self._started = False
 
     @property
@@ -126,7 +127,11 @@ class ReticulumService(MultiService):
         raise_open_files_limit()
 
         transports = Transports(config, reactor=self.reactor)
-        core = Core(config, clock=self.reactor, transports=transports)
+        cluster = self._start_cluster()
+        core = Core(config, clock=self.reactor, transports=transports,
+                    location=cluster.location if cluster else None,
+                    accounts=cluster.accounts if cluster else None)
+        core.cluster = cluster
         transports.attach(core)
         self.transports = transports
         self.core = core
@@ -145,6 +150,23 @@ class ReticulumService(MultiService):
             domains=", ".join(config.domains),
             state_dir=config.state_dir,
         )
+
+    def _start_cluster(self) -> Any:
+        """With ``[cluster]``: join it (reach Redis, share the secrets); else None."""
+        config = self.config
+        if config.cluster.redis is None:
+            return None
+        from reticulum.cluster import Cluster
+
+        cluster = Cluster(config, call_in_main=self.reactor.callFromThread)
+        try:
+            cluster.start()
+        except Exception as e:
+            raise StartupError("cannot reach Redis at %s: %s" % (config.cluster.redis, e)) from None
+        self.cluster = cluster
+        log.info("Cluster node {node}, reached by the others at {path}", node=cluster.node,
+                 path=cluster.own_path)
+        return cluster
 
     def _ensure_started(self) -> None:
         if self._started:
@@ -180,6 +202,9 @@ class ReticulumService(MultiService):
                     return core.stop()
 
                 inner.addCallback(stop_core)
+            cluster, self.cluster = self.cluster, None
+            if cluster is not None:
+                inner.addCallback(lambda _: cluster.stop())
             inner.addErrback(lambda f: log.failure("error while stopping", f))
             return inner
 
