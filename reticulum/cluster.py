@@ -678,6 +678,8 @@ class Cluster:
                     if self.location._scripts else 0
                 _emit(self.log, "info", "cluster: node %s is gone; %d of its bindings removed"
                       % (name, removed or 0))
+        if hosts != self.peer_hosts:
+            _emit(self.log, "info", "cluster: peers %s" % (", ".join(sorted(hosts)) or "none"))
         self.peer_hosts = frozenset(hosts)
 
     def _heartbeat(self) -> None:

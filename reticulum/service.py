@@ -158,7 +158,8 @@ class ReticulumService(MultiService):
             return None
         from reticulum.cluster import Cluster
 
-        cluster = Cluster(config, call_in_main=self.reactor.callFromThread)
+        cluster = Cluster(config, call_in_main=self.reactor.callFromThread,
+                          log=Logger(namespace="reticulum.cluster"))
         try:
             cluster.start()
         except Exception as e:
