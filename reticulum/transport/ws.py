@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence
-from urllib.parse import unquote_to_bytes
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -38,6 +37,7 @@ from twisted.web import resource, server, static
 
 from reticulum.transport.base import Flow
 from reticulum.transport.framing import message_head
+from reticulum.webphone import CONTENT_TYPES, STATIC_DIR, static_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from reticulum.transport.flows import Transports
@@ -59,18 +59,6 @@ PING_INTERVAL = 30.0
 PING_TIMEOUT = 15.0
 OPEN_HANDSHAKE_TIMEOUT = 10.0
 CLOSE_HANDSHAKE_TIMEOUT = 2.0
-
-
-def _static_dir() -> str:
-    try:
-        from reticulum.webphone import STATIC_DIR as found
-
-        return found
-    except ImportError:  # pragma: no cover
-        return os.path.join(os.path.dirname(os.path.dirname(__file__)), "webphone", "static")
-
-
-STATIC_DIR = _static_dir()
 
 
 def _normalize_origin(origin: str) -> str:
@@ -230,19 +218,6 @@ class _WebSocketResource(WebSocketResource):
         return WebSocketResource.render(self, request)
 
 
-#: what the static folder may serve: file extension -> Content-Type; anything else is 404
-CONTENT_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".json": "application/json",
-    ".webmanifest": "application/manifest+json",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".ico": "image/x-icon",
-    ".txt": "text/plain; charset=utf-8",
-}
-
 #: every file revalidates (Last-Modified / If-Modified-Since): an upgraded webphone is
 #: picked up at the next load, and an unchanged one costs a 304
 CACHE_CONTROL = b"no-cache"
@@ -261,31 +236,6 @@ SECURITY_HEADERS = (
         b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'",
     ),
 )
-
-
-def static_path(root: str, raw_path: bytes) -> Optional[str]:
-    """The file under ``root`` that a request path names, or None when it names nothing
-    servable: percent-escapes are decoded first, then any empty, ``.``, ``..`` or hidden
-    segment, backslash or NUL refuses the path, as does a known-extension check and a
-    real path (symbolic links resolved) outside ``root``.  ``/`` is ``index.html``."""
-    try:
-        text = unquote_to_bytes(raw_path).decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if not text.startswith("/"):
-        return None
-    text = text[1:] or "index.html"
-    parts = text.split("/")
-    for part in parts:
-        if not part or part.startswith(".") or "\\" in part or "\x00" in part:
-            return None
-    if os.path.splitext(parts[-1])[1].lower() not in CONTENT_TYPES:
-        return None
-    base = os.path.realpath(root)
-    path = os.path.realpath(os.path.join(base, *parts))
-    if not path.startswith(base + os.sep) or not os.path.isfile(path):
-        return None
-    return path
 
 
 class _StaticFiles(resource.Resource):
