@@ -60,6 +60,7 @@ def test_the_webphone_page_calls_messages_links_and_kiosk(tmp_path):
         assert result["link_incoming_name"] == "alice"
         assert "call=" not in result["link_url_after"]  # a reload must not dial again
         assert result["kiosk_incoming_name"] == "door"
+        assert result["link_forms"] == ["sip:home@reticulum.local"] * 5
         for name in ("signed-in", "incoming-call", "kiosk"):
             assert (ARTIFACTS / (name + ".png")).stat().st_size > 5000
         log = server.read_log()

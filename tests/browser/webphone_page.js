@@ -247,6 +247,10 @@ async function main() {
     await shot(kiosk, 'kiosk-in-call');
     await waitText(bob, '#call-state', /door hung up/, 'the kiosk hangs up by itself', 20000);
     step('the kiosk button called bob and hung up by itself');
+    result.link_forms = await kiosk.evaluate(() => [
+      'web+reticulum://call?home@reticulum.local', 'reticulum://call?home@reticulum.local',
+      'sip:home@reticulum.local', 'home', 'web+reticulum:home%40reticulum.local',
+    ].map((t) => window.webphone.targetUri(t)));
     result.ok = true;
   } catch (e) {
     result.error = String(e && e.stack ? e.stack : e);

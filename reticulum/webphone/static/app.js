@@ -261,6 +261,7 @@
     kiosk: null,         // { target, hangupAfter } in kiosk mode
   };
   window.webphone = phone; // for people debugging, and for the browser tests
+  phone.targetUri = (text) => targetUri(text, phone.domain);
 
   function setStatus(text, level) {
     const s = $('status');
