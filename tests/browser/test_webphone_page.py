@@ -52,7 +52,9 @@ def test_the_webphone_page_calls_messages_links_and_kiosk(tmp_path):
         assert proc.returncode == 0 and result.get("ok"), detail
         assert result["page_errors"] == [], detail
         assert "Wrong user name or password" in result["wrong_password_notice"]
+        assert "Server unreachable" in result["unreachable_notice"]
         assert result["incoming_name"] == "alice"
+        assert result["bob_sound"] == "ring:running"  # the chime plays (WebAudio)
         assert result["alice_inbound_bytes"] > 0 and result["bob_inbound_bytes"] > 0
         assert result["muted"] == "true"
         assert result["alice_history"][0]["result"] == "answered"

@@ -151,6 +151,15 @@ async function main() {
     await waitText(wrong, '#notice', /Wrong user name or password/, 'wrong password');
     result.wrong_password_notice = await textOf(wrong, '#notice');
     step('a wrong password says: ' + result.wrong_password_notice);
+    await shot(wrong, 'wrong-password');
+    // nothing listens on port 9 in this namespace
+    await wrong.click('#server-settings summary');
+    await wrong.fill('#ws-url', 'ws://127.0.0.1:9/');
+    await wrong.fill('#password', 'alice-secret');
+    await wrong.click('#signin-button');
+    await waitText(wrong, '#notice', /Server unreachable/, 'no server');
+    result.unreachable_notice = await textOf(wrong, '#notice');
+    step('no server says: ' + result.unreachable_notice);
     await wrong.context().close();
 
     // -- alice and bob sign in
@@ -172,6 +181,7 @@ async function main() {
     result.incoming_name = await textOf(bob, '#incoming-name');
     if (result.incoming_name !== 'alice') throw new Error('incoming call shows ' + JSON.stringify(result.incoming_name));
     await waitText(alice, '#call-state', /Ringing|Calling/, 'alice sees the call go out');
+    result.bob_sound = await bob.evaluate(() => window.webphone.sound.playing + ':' + window.webphone.sound.ctx.state);
     step('bob\'s page rings: ' + result.incoming_name);
     await shot(bob, 'incoming-call');
     await bob.click('#answer');

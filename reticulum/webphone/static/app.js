@@ -155,6 +155,8 @@
   const sound = {
     ctx: null,
     timer: null,
+    playing: '',  // 'ring', 'ringback' or ''
+
     unlock() {
       const Ctx = window.AudioContext || window.webkitAudioContext;
       if (!Ctx) return;
@@ -188,6 +190,7 @@
       };
       once();
       this.timer = setInterval(once, 3000);
+      this.playing = 'ring';
     },
     /** outgoing call, callee ringing: a soft 425 Hz tone, one second in four */
     ringback() {
@@ -197,10 +200,12 @@
       const once = () => this.note(425, this.ctx.currentTime + 0.05, 1.0, 0.08);
       once();
       this.timer = setInterval(once, 4000);
+      this.playing = 'ringback';
     },
     stop() {
       if (this.timer) clearInterval(this.timer);
       this.timer = null;
+      this.playing = '';
     },
   };
 
@@ -262,6 +267,7 @@
   };
   window.webphone = phone; // for people debugging, and for the browser tests
   phone.targetUri = (text) => targetUri(text, phone.domain);
+  phone.sound = sound;
 
   function setStatus(text, level) {
     const s = $('status');
