@@ -245,7 +245,7 @@ async function main() {
     await linked.context().close();
 
     // -- the kiosk: one button calling its target; hangs up by itself
-    const kiosk = await openPage(browser, 'kiosk', origin + '?kiosk=bob@' + domain + '&hangup=4#user=door&password=door-secret');
+    const kiosk = await openPage(browser, 'kiosk', origin + '?kiosk=bob@' + domain + '&hangup=8#user=door&password=door-secret');
     await waitVisible(kiosk, '#kiosk-call', 'the kiosk button');
     await waitText(kiosk, '#kiosk-state', /Press the button/, 'kiosk ready');
     await shot(kiosk, 'kiosk');

@@ -411,12 +411,12 @@
       phone.pendingCall = null;
       // a reload must not dial again
       query.delete('call');
-      history_replace();
+      replaceAddress();
       dial(target);
     }
   }
 
-  function history_replace() {
+  function replaceAddress() {
     const rest = query.toString();
     window.history.replaceState(null, '', location.pathname + (rest ? '?' + rest : ''));
   }
