@@ -1,6 +1,7 @@
 """The webphone page the server serves at ``/``, used in headless Chromium the way a person
 would (tests/browser/webphone_page.js): sign-in and its errors, a call between two pages with
-audio both ways, hang-up, history, a text message, a ``?call=`` link and the kiosk.
+audio both ways, hang-up, history, a text message, a ``?call=`` link, the kiosk, and the page
+over HTTPS signing in over WSS.
 
 Screenshots land in tests/browser/artifacts/ (git-ignored) for a person to look at.
 Chromium runs in a network namespace of its own; see test_webphone.py.
@@ -19,20 +20,23 @@ HERE = Path(__file__).resolve().parent
 ARTIFACTS = HERE / "artifacts"
 WEBPHONE_BUNDLE = ROOT / "reticulum" / "webphone" / "static" / "jssip.min.js"
 
-USERS = {"alice": "alice-secret", "bob": "bob-secret", "door": "door-secret"}
+USERS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret", "door": "door-secret"}
 
 
 def test_the_webphone_page_calls_messages_links_and_kiosk(tmp_path):
     _requirements()
     assert WEBPHONE_BUNDLE.exists(), "the webphone bundle is missing: sh reticulum/webphone/build.sh"
     ARTIFACTS.mkdir(exist_ok=True)
-    ws_port = free_port()
-    server = Server(tmp_path / "server", listen={"ws": ["127.0.0.1:%d" % ws_port]}, users=USERS)
+    ws_port, wss_port = free_port(), free_port()
+    server = Server(tmp_path / "server", users=USERS,
+                    listen={"ws": ["127.0.0.1:%d" % ws_port], "wss": ["127.0.0.1:%d" % wss_port]})
     server.start()
     relay = UnixRelay(tmp_path / "relay.sock", ws_port)
+    wss_relay = UnixRelay(tmp_path / "relay-wss.sock", wss_port)
     try:
-        script = "ip link set lo up && exec node %s --port %d --unix %s --shots %s --timeout 150%s" % (
-            HERE / "webphone_page.js", ws_port, relay.path, ARTIFACTS,
+        script = ("ip link set lo up && exec node %s --port %d --unix %s --wss-port %d --wss-unix %s"
+                  " --shots %s --timeout 150%s") % (
+            HERE / "webphone_page.js", ws_port, relay.path, wss_port, wss_relay.path, ARTIFACTS,
             " --debug" if os.environ.get("RETICULUM_BROWSER_DEBUG") else "",
         )
         proc = subprocess.run(
@@ -63,10 +67,12 @@ def test_the_webphone_page_calls_messages_links_and_kiosk(tmp_path):
         assert "call=" not in result["link_url_after"]  # a reload must not dial again
         assert result["kiosk_incoming_name"] == "door"
         assert result["link_forms"] == ["sip:home@reticulum.local"] * 5
+        assert result["wss"] == {"secure": True, "ws": "wss://127.0.0.1:%d/" % wss_port}
         for name in ("signed-in", "incoming-call", "kiosk"):
             assert (ARTIFACTS / (name + ".png")).stat().st_size > 5000
         log = server.read_log()
         assert "<- MESSAGE" in log and "<- BYE" in log
     finally:
         relay.close()
+        wss_relay.close()
         server.stop()

@@ -1,6 +1,7 @@
 // The webphone page served by Reticulum at /, driven like a person would in headless Chromium.
 //
-//   node tests/browser/webphone_page.js --port PORT --unix RELAY.sock --shots DIR [--debug]
+//   node tests/browser/webphone_page.js --port PORT --unix RELAY.sock
+//       [--wss-port PORT --wss-unix RELAY.sock] --shots DIR [--debug]
 //
 // Runs inside `unshare --net` like call.js: 127.0.0.1:PORT here is relayed to the Unix
 // socket RELAY.sock, which the test connects to the server's page/WebSocket port.
@@ -10,7 +11,8 @@
 //   audio flows both ways (getStats), a keypad tone and mute work; alice hangs up and both
 //   pages say so; the call is in alice's history; alice's text message arrives on bob's
 //   page; a page opened with ?call=sip:bob@... dials bob once signed in; the kiosk page's
-//   button calls its target and hangs up by itself.
+//   button calls its target and hangs up by itself; the page over HTTPS (the WSS port) is a
+//   secure context and signs in over WSS.
 // Prints one JSON line {"ok": bool, "steps": [...], ...}.
 'use strict';
 
@@ -25,6 +27,8 @@ function arg(name, fallback) {
 
 const port = Number(arg('port'));
 const unixPath = arg('unix');
+const wssPort = Number(arg('wss-port', '0'));
+const wssUnixPath = arg('wss-unix');
 const shots = arg('shots');
 const domain = arg('domain', 'reticulum.local');
 const executablePath = arg('chromium', '/usr/bin/chromium');
@@ -37,7 +41,7 @@ function step(text) {
   process.stderr.write('webphone_page.js: ' + text + '\n');
 }
 
-function relay() {
+function relay(port, unixPath) {
   return new Promise((resolve, reject) => {
     const server = net.createServer((client) => {
       const upstream = net.connect(unixPath);
@@ -57,7 +61,8 @@ function relay() {
 const PHONE = { width: 400, height: 760 };
 
 async function openPage(browser, who, url) {
-  const context = await browser.newContext({ viewport: PHONE, deviceScaleFactor: 1 });
+  // https: the server's self-signed certificate, trusted as the README says to
+  const context = await browser.newContext({ viewport: PHONE, deviceScaleFactor: 1, ignoreHTTPSErrors: true });
   const page = await context.newPage();
   page.on('console', (m) => {
     if (debug || m.type() === 'error') process.stderr.write(who + ' console: ' + m.text() + '\n');
@@ -122,8 +127,9 @@ async function main() {
     console.log(JSON.stringify(result));
     process.exit(1);
   }, deadlineMs);
-  const server = await relay();
-  step('relay listening on 127.0.0.1:' + port);
+  const server = await relay(port, unixPath);
+  const wssServer = wssPort ? await relay(wssPort, wssUnixPath) : null;
+  step('relay listening on 127.0.0.1:' + port + (wssPort ? ' and ' + wssPort : ''));
   const browser = await chromium.launch({
     executablePath,
     headless: true,
@@ -257,6 +263,14 @@ async function main() {
     await shot(kiosk, 'kiosk-in-call');
     await waitText(bob, '#call-state', /door hung up/, 'the kiosk hangs up by itself', 20000);
     step('the kiosk button called bob and hung up by itself');
+    if (wssPort) {
+      // the page over HTTPS registers over WSS on its own origin: a secure context
+      const secure = await openPage(browser, 'carol', 'https://127.0.0.1:' + wssPort + '/');
+      await signIn(secure, 'carol', 'carol-secret');
+      await waitText(secure, '#status', /Signed in as carol@/, 'carol signs in over WSS');
+      result.wss = await secure.evaluate(() => ({ secure: window.isSecureContext, ws: window.webphone.wsUrl }));
+      step('over HTTPS the page signs in over ' + result.wss.ws);
+    }
     result.link_forms = await kiosk.evaluate(() => [
       'web+reticulum://call?home@reticulum.local', 'reticulum://call?home@reticulum.local',
       'sip:home@reticulum.local', 'home', 'web+reticulum:home%40reticulum.local',
@@ -267,6 +281,7 @@ async function main() {
   } finally {
     await browser.close().catch(() => {});
     server.close();
+    if (wssServer) wssServer.close();
     clearTimeout(timer);
   }
   console.log(JSON.stringify(result));
