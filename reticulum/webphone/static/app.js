@@ -828,7 +828,9 @@
     phone.hangupAfter = hangupParam > 0 ? hangupParam : 0;
     if (param('call')) phone.pendingCall = param('call');
 
-    if (!window.isSecureContext) {
+    if (!window.JsSIP) {
+      notify('The phone\'s SIP library (jssip.min.js) is missing on the server: run ./run.sh there once with npm installed.');
+    } else if (!window.isSecureContext) {
       notify('This page is not a secure context, so the browser will not lend it the microphone. Open it over https:// (see the README) or on http://localhost.');
     }
 
