@@ -140,12 +140,33 @@ ensure_test_tools() {
         say "installing node packages (npm ci)"
         npm ci --no-audit --no-fund --loglevel=error >&2
         printf '%s\n' "$lock_hash" >"$stamp"
-        rm -f tests/browser/build/jssip.js
+        rm -f tests/browser/build/jssip.js "$webphone_bundle"
     fi
     if [ ! -f tests/browser/build/jssip.js ]; then
         say "bundling JsSIP"
         sh tests/browser/build.sh >&2
     fi
+    ensure_webphone
+}
+
+# the webphone's JsSIP bundle, built from package-lock.json's jssip (git-ignored)
+webphone_bundle=reticulum/webphone/static/jssip.min.js
+
+# ensure_webphone: builds the webphone's bundle when it is missing; without npm the
+# server still starts, and says why the page at / cannot phone
+ensure_webphone() {
+    [ -f "$webphone_bundle" ] && return 0
+    if ! command -v npm >/dev/null 2>&1; then
+        say "npm is not installed: the webphone at / cannot work without its JsSIP bundle;"
+        say "install node and npm (apt-get install npm) and run ./run.sh again"
+        return 0
+    fi
+    if [ ! -x node_modules/.bin/esbuild ] || [ ! -d node_modules/jssip ]; then
+        say "installing the webphone's node packages (npm ci)"
+        npm ci --no-audit --no-fund --loglevel=error >&2 || { say "npm ci failed: the webphone stays off"; return 0; }
+    fi
+    say "bundling the webphone (JsSIP) into $webphone_bundle"
+    sh reticulum/webphone/build.sh >&2 || say "bundling failed: the webphone at / will not work"
 }
 
 want_kind() {
@@ -252,6 +273,7 @@ main() {
             ;;
         *)
             venv="$(ensure_env "$(want_kind)")"
+            ensure_webphone
             if [ "$(want_kind)" = pypy ]; then
                 # PyPy sizes its young generation from the L2 cache (1 MB on small VMs) and
                 # then collects far too often under load; 32 MB is about an L3 cache.
