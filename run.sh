@@ -133,7 +133,7 @@ pip_progress() {
     log="$(mktemp)"
     "$venv/bin/python" -m pip install --disable-pip-version-check --progress-bar off "$@" 2>&1 \
         | tee "$log" \
-        | sed -un -e 's/^Collecting \([^ ;]*\).*/run.sh:   fetching \1/p' \
+        | sed -un -e 's/^Collecting \([^ ;<>=!~]*\).*/run.sh:   fetching \1/p' \
             -e 's/^Building wheel for \([^ ]*\).*/run.sh:   building \1/p' \
             -e 's/^Installing collected packages: \(.*\)/run.sh:   installing \1/p' >&2 \
         || rc=$?
