@@ -9,7 +9,9 @@ installs (as the application's ``ILogObserver`` component), so there is one logg
 * ``level``: events below it are dropped before they are formatted.
 
 The destination follows twistd's options: stdout in the foreground (``-n``) or with
-``--logfile -``, else the ``--logfile`` (default ``twistd.log``), reopened on SIGUSR1.
+``--logfile -``, else the ``--logfile`` (default ``twistd.log``), reopened on SIGUSR1. A
+``.tac`` (no twistd options known here) keeps twistd's own observer unless ``[log]`` asks for
+another level or format; then it writes to stdout (``twistd -ny``).
 """
 
 from __future__ import annotations

@@ -193,6 +193,8 @@ def install_log_observer(service: "ReticulumService", parent: Any) -> None:
 
     if not hasattr(parent, "setComponent") or parent.getComponent(ILogObserver, None) is not None:
         return
+    if service.twistd_options is None and (service.config.log.level, service.config.log.format) == ("info", "text"):
+        return  # a .tac: twistd's own observer, which knows where it was told to write
     from reticulum.logoutput import observer_for_twistd
 
     observer = observer_for_twistd(service.config.log, service.twistd_options)

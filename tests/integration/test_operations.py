@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import REPO_ROOT, free_port, run_server_once, server_command, write_config
+from tests.integration.harness import (
+    REPO_ROOT,
+    free_port,
+    run_server_once,
+    server_command,
+    sip_options,
+    write_config,
+)
 from tests.integration.sipclient import DOMAIN, UDPPeer, build, status
 
 TWISTD = [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; sys.exit(run())"]
@@ -77,10 +84,12 @@ def test_daemon_starts_reports_and_stops(tmp_path):
     assert pidfile.exists()
     pid = int(pidfile.read_text())
     try:
-        assert wait_for(lambda: "accounts: 2 (2 from [users])" in logfile.read_text()), logfile.read_text()
+        # answering means the reactor runs (and handles SIGTERM instead of dying of it)
+        assert wait_for(lambda: sip_options("127.0.0.1", port, timeout=0.25) is not None), logfile.read_text()
+        assert "accounts: 2 (2 from [users])" in logfile.read_text()
     finally:
         os.kill(pid, signal.SIGTERM)
-    assert wait_for(lambda: not pidfile.exists()), logfile.read_text()
+    assert wait_for(lambda: not pidfile.exists(), timeout=30), logfile.read_text()
 
 
 # ---------------------------------------------------------------------------
@@ -242,8 +251,6 @@ def test_level_warning_leaves_info_out(start_server):
 
 
 def sip_ok(server) -> bool:
-    from tests.integration.harness import sip_options
-
     return sip_options(server.host, server.port) is not None
 
 
@@ -288,8 +295,6 @@ def test_python_m_reticulum_runs_the_server(tmp_path):
                             cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        from tests.integration.harness import sip_options
-
         assert wait_for(lambda: sip_options("127.0.0.1", port, timeout=0.25) is not None or proc.poll() is not None)
         assert proc.poll() is None
     finally:
