@@ -65,9 +65,20 @@ def test_twistd_options_choose_the_destination(tmp_path):
 
 def test_the_application_gets_the_observer(tmp_path):
     service = make_service(config_from_dict({"state_dir": str(tmp_path)}))
+    service.twistd_options = {"nodaemon": True}
     application = Application("reticulum")
     service.setServiceParent(application)
     assert application.getComponent(ILogObserver, None) is not None
+
+
+def test_a_tac_keeps_twistds_observer_unless_log_asks_for_more(tmp_path):
+    plain = Application("reticulum")
+    make_service(config_from_dict({"state_dir": str(tmp_path)})).setServiceParent(plain)
+    assert plain.getComponent(ILogObserver, None) is None
+    json_logs = Application("reticulum")
+    make_service(config_from_dict({"state_dir": str(tmp_path), "log": {"format": "json"}})
+                 ).setServiceParent(json_logs)
+    assert json_logs.getComponent(ILogObserver, None) is not None
 
 
 def test_a_daemon_raises_instead_of_exiting(tmp_path):
