@@ -90,6 +90,8 @@ def make_observer(log_config: Any, stream: IO[str]) -> ILogObserver:
     fmt = getattr(log_config, "format", "text")
     inner = JSONLinesObserver(stream) if fmt == "json" else textFileLogObserver(stream)
     level = log_level(getattr(log_config, "level", "info"))
+    if level == LogLevel.debug:
+        return inner  # nothing to leave out: no predicate per event
     return FilteringLogObserver(inner, [LogLevelFilterPredicate(defaultLogLevel=level)])
 
 
