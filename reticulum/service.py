@@ -4,14 +4,17 @@
 twistd: in ``privilegedStartService``, before the reactor runs and before
 privileges are dropped) it
 
-1. creates ``state_dir``,
+1. creates ``state_dir`` and checks that it can write there (``check_state_dir``),
 2. builds the flow table (``Transports``) and the ``Core``,
 3. calls ``core.start()`` (stores load),
 4. binds every configured listening address.
 
 A listening address that cannot be bound is reported as one line
 ``reticulum: cannot listen on udp 0.0.0.0:5060: address already in use`` on
-stderr and the process exits with status 1 before the server runs.  On stop
+stderr and the process exits with status 1 before the server runs; so is a
+``state_dir`` it cannot write or a TLS file it cannot read.  Under twistd without ``-n``
+the plugin runs the same checks (``preflight``) before twistd forks, while the terminal
+is still there.  On stop
 the listening sockets and connections are closed and ``core.stop()`` is
 called (stores flush).
 """
@@ -99,7 +102,7 @@ def _reason(e: OSError) -> str:
         return "permission denied"
     if e.errno == errno.EROFS:
         return "read-only file system"
-    return (e.strerror or str(e)).lower() if e.strerror else str(e)
+    return e.strerror.lower() if e.strerror else str(e)
 
 
 def check_state_dir(config: Any) -> None:
