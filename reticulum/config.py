@@ -115,9 +115,16 @@ class TransportConfig:
     tcp_idle_timeout: float = 600
 
 
+#: ``[log] level`` values, lowest first; ``[log] format`` values.
+LOG_LEVELS = ("debug", "info", "warning")
+LOG_FORMATS = ("text", "json")
+
+
 @dataclass(frozen=True)
 class LogConfig:
     messages: bool = True
+    level: str = "info"  # the lowest level written: "debug", "info" or "warning"
+    format: str = "text"  # "text" (twistd's lines) or "json" (one object a line)
 
 
 @dataclass(frozen=True)
@@ -222,7 +229,7 @@ def config_from_dict(
     registrar = _registrar(r.section("registrar"))
     auth = _auth(r.section("auth"))
     transport = _transport(r.section("transport"))
-    log = LogConfig(messages=_done(r.section("log"), lambda s: s.boolean("messages", True)))
+    log = _log(r.section("log"))
     tls = _tls(r.section("tls"), base_dir)
     websocket = _websocket(r.section("websocket"))
     dialog = DialogConfig(
@@ -404,6 +411,14 @@ def _transport(r: "_Reader") -> TransportConfig:
     return TransportConfig(max_message_size=size, tcp_idle_timeout=idle)
 
 
+def _log(r: "_Reader") -> LogConfig:
+    messages = r.boolean("messages", True)
+    level = r.choice("level", "info", LOG_LEVELS)
+    fmt = r.choice("format", "text", LOG_FORMATS)
+    r.finish()
+    return LogConfig(messages=messages, level=level, format=fmt)
+
+
 def _tls(r: "_Reader", base_dir: str) -> TLSConfig:
     cert = r.string("certificate", None, non_empty=True)
     key = r.string("private_key", None, non_empty=True)
@@ -541,6 +556,13 @@ class _Reader:
             raise ConfigError(self.msg(name, "must be a string, not %s" % _type_name(value)))
         if non_empty and not value.strip():
             raise ConfigError(self.msg(name, "must not be empty"))
+        return value
+
+    def choice(self, name: str, default: str, allowed: Tuple[str, ...]) -> str:
+        value = self.string(name, default)
+        if value not in allowed:
+            raise ConfigError(self.msg(name, "must be one of %s, not %r"
+                                       % (", ".join('"%s"' % a for a in allowed), value)))
         return value
 
     def boolean(self, name: str, default: bool) -> bool:

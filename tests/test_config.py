@@ -136,6 +136,7 @@ def test_defaults():
     assert c.transport.max_message_size == 65535
     assert c.transport.tcp_idle_timeout == 600
     assert c.log.messages is True
+    assert c.log.level == "info" and c.log.format == "text"
     assert c.tls.certificate is None and c.tls.private_key is None and c.tls.verify_peers is False
     assert c.websocket.allowed_origins == [] and c.websocket.max_frame_size == 65535
     assert c.dialog.session_lifetime == 7200
@@ -165,7 +166,7 @@ def test_absolute_state_dir_kept(tmp_path):
         ({"registrar": {"min_expire": 1}}, "registrar.min_expire"),
         ({"auth": {"realm": "x"}}, "auth.realm"),
         ({"transport": {"x": 1}}, "transport.x"),
-        ({"log": {"level": "debug"}}, "log.level"),
+        ({"log": {"colour": "red"}}, "log.colour"),
         ({"tls": {"cert": "x"}}, "tls.cert"),
         ({"websocket": {"origins": []}}, "websocket.origins"),
         ({"dialog": {"lifetime": 1}}, "dialog.lifetime"),
@@ -252,6 +253,9 @@ def test_duplicate_address():
         ({"transport": {"max_message_size": 100}}, "transport.max_message_size"),
         ({"transport": {"tcp_idle_timeout": 0}}, "transport.tcp_idle_timeout"),
         ({"log": {"messages": "yes"}}, "log.messages"),
+        ({"log": {"level": "verbose"}}, "log.level"),
+        ({"log": {"level": 10}}, "log.level"),
+        ({"log": {"format": "xml"}}, "log.format"),
         ({"tls": {"verify_peers": 1}}, "tls.verify_peers"),
         ({"tls": {"certificate": 1}}, "tls.certificate"),
         ({"websocket": {"allowed_origins": "*"}}, "websocket.allowed_origins"),
@@ -262,6 +266,11 @@ def test_duplicate_address():
 def test_bad_values_name_the_key(data, key):
     msg = error_of(data)
     assert key in msg, msg
+
+
+def test_log_level_and_format():
+    c = config_from_dict({"log": {"level": "debug", "format": "json"}})
+    assert c.log.level == "debug" and c.log.format == "json"
 
 
 def test_error_names_the_file(tmp_path):
