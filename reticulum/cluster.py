@@ -621,9 +621,9 @@ class Cluster:
                                       prefix=self.prefix, log=self.log)
         self.accounts = RedisAccounts(self.url, list(config.domains), prefix=self.prefix,
                                       log=self.log)
-        #: the addresses of the other live nodes (hosts): requests from them were
-        #: authorised by the node that first took them
-        self.peer_hosts: FrozenSet[str] = frozenset()
+        #: the UDP addresses (host, port) of the other live nodes: a request they pass on
+        #: to a contact registered here was authorised by the node that first took it
+        self.peer_addresses: FrozenSet[Tuple[str, int]] = frozenset()
         self._redis = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -632,6 +632,7 @@ class Cluster:
 
     def start(self) -> None:
         """At start-up, before the stores load: reach Redis, share the secret files."""
+        self._announcement = json.dumps(self._my_addresses())
         self._redis = _client(self.url)
         share_secret_files(self._redis, self.config.state_dir, self.prefix)
         self._beat()
@@ -651,15 +652,26 @@ class Cluster:
             pass
 
     def is_peer(self, flow: Any) -> bool:
-        """Did this come from another node of the cluster?"""
-        return flow.remote[0] in self.peer_hosts
+        """Did this come from a UDP socket of another node of the cluster?"""
+        return flow.transport == "udp" and flow.remote in self.peer_addresses
+
+    def _my_addresses(self) -> list:
+        """Every UDP address this node sends from (the others trust these)."""
+        from reticulum.core import advertised_host
+
+        found = [[self.address[0], self.address[1]]] if self.address[2] == "udp" else []
+        for host, port in self.config.listen.udp:
+            entry = [advertised_host(host), port]
+            if entry not in found:
+                found.append(entry)
+        return found
 
     def _beat(self) -> None:
         r = self._redis
         prefix = self.prefix
         pipe = r.pipeline(transaction=False)
         pipe.set(prefix + "alive:" + self.node, "1", px=int(self.node_ttl * 1000))
-        pipe.hset(prefix + "nodes", self.node, _hostport(self.address[0], self.address[1]))
+        pipe.hset(prefix + "nodes", self.node, self._announcement)
         pipe.hgetall(prefix + "nodes")
         nodes = pipe.execute()[2]
         others = [n for n in nodes if n != self.node]
@@ -670,7 +682,10 @@ class Cluster:
         hosts = set()
         for name, flag in zip(others, alive):
             if flag is not None:
-                hosts.add(nodes[name].rpartition(":")[0].strip("[]"))
+                try:
+                    hosts.update((str(h), int(p)) for h, p in json.loads(nodes[name]))
+                except (ValueError, TypeError):
+                    pass
             elif now - self._connected_since > 2 * self.node_ttl:
                 # gone for longer than its heartbeat, while we were watching all along
                 removed = self.location._scripts["reap"](
@@ -678,9 +693,10 @@ class Cluster:
                     if self.location._scripts else 0
                 _emit(self.log, "info", "cluster: node %s is gone; %d of its bindings removed"
                       % (name, removed or 0))
-        if hosts != self.peer_hosts:
-            _emit(self.log, "info", "cluster: peers %s" % (", ".join(sorted(hosts)) or "none"))
-        self.peer_hosts = frozenset(hosts)
+        if hosts != self.peer_addresses:
+            _emit(self.log, "info", "cluster: peers %s" % (
+                ", ".join(_hostport(h, p) for h, p in sorted(hosts)) or "none"))
+        self.peer_addresses = frozenset(hosts)
 
     def _heartbeat(self) -> None:
         errors = _redis_errors()
@@ -698,12 +714,9 @@ def _hostport(host: str, port: int) -> str:
 
 
 def _first_address(config: Any) -> Tuple[str, int, str]:
-    """Where the other nodes reach this one: the first UDP, else TCP listening address."""
-    for transport in ("udp", "tcp"):
-        for host, port in getattr(config.listen, transport):
-            if host not in ("0.0.0.0", "::"):
-                return host, port, transport
-            from reticulum.core import advertised_host
+    """Where the other nodes reach this one: the first UDP listening address."""
+    from reticulum.core import advertised_host
 
-            return advertised_host(host), port, transport
-    raise ValueError("[cluster] needs a udp or tcp listening address")
+    for host, port in config.listen.udp:
+        return advertised_host(host), port, "udp"
+    raise ValueError("[cluster] needs a udp listening address")

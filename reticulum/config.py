@@ -151,8 +151,8 @@ class ClusterConfig:
     redis: Optional[str] = None
     #: this node's name (default: the host name); each node of a cluster needs its own
     node: Optional[str] = None
-    #: (host, port, transport) where the other nodes reach this one; None: the first
-    #: udp (else tcp) listening address
+    #: (host, port, "udp") where the other nodes reach this one; None: the first udp
+    #: listening address
     address: Optional[Tuple[str, int, str]] = None
     #: the prefix of every Redis key (several clusters may share one Redis)
     prefix: str = "reticulum:"
@@ -456,17 +456,14 @@ def _cluster(r: "_Reader", listen: ListenConfig) -> ClusterConfig:
             host, port = parse_hostport(text)
         except ValueError as e:
             raise ConfigError(r.msg("address", "bad address %r: %s" % (text, e))) from None
-        for transport in ("udp", "tcp"):
-            if (host, port) in getattr(listen, transport):
-                address = (host, port, transport)
-                break
-        else:
-            raise ConfigError(r.msg("address", "must be one of the udp or tcp listening addresses"))
+        if (host, port) not in listen.udp:
+            raise ConfigError(r.msg("address", "must be one of the udp listening addresses"))
+        address = (host, port, "udp")
     prefix = r.string("prefix", "reticulum:")
     if url is None and (node is not None or address is not None):
         raise ConfigError(r.msg("redis", "is needed for a cluster"))
-    if url is not None and address is None and not (listen.udp or listen.tcp):
-        raise ConfigError(r.msg("address", "a cluster node needs a udp or tcp listening address"))
+    if url is not None and not listen.udp:
+        raise ConfigError(r.msg("redis", "a cluster node needs a udp listening address"))
     r.finish()
     return ClusterConfig(redis=url, node=node, address=address, prefix=prefix)
 

@@ -181,9 +181,10 @@ class Proxy:
         """Issue 5's rules: local senders prove who they are; nobody relays through us."""
         request = ctx.request
         core = self.core
-        if core.cluster is not None and core.cluster.is_peer(ctx.flow):
-            return True  # another node of this cluster authorised it (it owns no flow here)
         uri = request.uri
+        if core.cluster is not None and core.cluster.is_peer(ctx.flow) \
+                and self._binding_for_contact(uri) is not None:
+            return True  # another node passed on what it authorised to a flow held here
         to_local = core.is_local_domain(uri.host) or core.is_us(uri)
         if request.to.tag is not None:
             # In-dialog requests are not challenged, but only those that followed our

@@ -208,10 +208,11 @@ def test_a_dead_node_s_flow_bound_bindings_go_and_the_others_stay(nodes, redis_s
                                "cluster": {"redis": redis_server.url, "node": "b",
                                            "prefix": nodes.prefix}})
     watcher = Cluster(config)
+    watcher._announcement = "[]"
     watcher.location = b.store
     watcher._redis = redis_server.client()
     watcher._connected_since = time.monotonic() - 3600  # it has watched for long
-    redis_server.client().hset(nodes.prefix + "nodes", "a", "127.0.0.31:5060")
+    redis_server.client().hset(nodes.prefix + "nodes", "a", '[["127.0.0.31", 5060]]')
     watcher._beat()  # a never beat: it is dead
     b.pump_until(lambda: b.store.count() == 1)
     assert b.store.lookup("sip:bob@reticulum.local", time.time())[0].contact == \
@@ -225,8 +226,11 @@ def test_a_live_node_is_a_trusted_peer(redis_server, tmp_path):
                                            "prefix": "peer:"}})
     watcher = Cluster(config)
     watcher._redis = redis_server.client()
-    watcher._redis.hset("peer:nodes", "a", "127.0.0.31:5060")
+    watcher._announcement = "[]"
+    watcher._redis.hset("peer:nodes", "a", '[["127.0.0.31", 5060]]')
     watcher._redis.set("peer:alive:a", "1", px=60000)
     watcher._beat()
-    assert watcher.is_peer(UDP.__class__("udp", ("127.0.0.32", 5060), ("127.0.0.31", 5060)))
+    assert watcher.is_peer(Flow("udp", ("127.0.0.32", 5060), ("127.0.0.31", 5060)))
+    assert not watcher.is_peer(Flow("udp", ("127.0.0.32", 5060), ("127.0.0.31", 5061)))
+    assert not watcher.is_peer(Flow("tcp", ("127.0.0.32", 5060), ("127.0.0.31", 5060), 3))
     assert not watcher.is_peer(UDP)

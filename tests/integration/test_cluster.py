@@ -164,6 +164,16 @@ def test_a_websocket_phone_on_node_1_is_called_from_a_udp_phone_on_node_2(cluste
         hosts = [via.host for via in invite.vias]
         assert hosts[0] == NODE1 and NODE2 in hosts, hosts  # node 2 -> node 1 -> the phone
         assert "transport=ws" in str(invite.record_routes[0].uri)
+        # what node 2 may pass on unchallenged, a phone sending the same straight to node 1
+        # may not: it is challenged like any local caller
+        stranger = UDPPeer()
+        try:
+            stranger.send(build("INVITE", bob.contact, stranger.address, body=SDP,
+                                from_="<sip:alice@%s>;tag=s1" % DOMAIN,
+                                to="<sip:bob@%s>" % DOMAIN), node1)
+            assert status(stranger.final()) == 407
+        finally:
+            stranger.close()
     finally:
         bob.close()
 
