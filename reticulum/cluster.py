@@ -606,13 +606,16 @@ class Cluster:
     """This node's membership: its heartbeat, the other nodes it trusts, and its stores."""
 
     def __init__(self, config: Any, call_in_main: Callable[..., Any] | None = None,
-                 log: Any = None) -> None:
+                 log: Any = None, worker: int = 0,
+                 address: Tuple[str, int, str] | None = None) -> None:
         cluster = config.cluster
         self.config = config
         self.url = cluster.redis
         self.node = cluster.node or socket.gethostname()
+        if config.server.workers > 1:
+            self.node += ".w%d" % worker  # each worker is a node (reticulum.workers)
         self.prefix = cluster.prefix
-        self.address = cluster.address or _first_address(config)
+        self.address = address or cluster.address or _first_address(config)
         host, port, transport = self.address
         self.own_path = "<sip:%s;lr%s>" % (_hostport(host, port),
                                            "" if transport == "udp" else ";transport=" + transport)

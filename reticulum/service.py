@@ -222,9 +222,13 @@ class ReticulumService(MultiService):
 
     name = "reticulum"
 
-    def __init__(self, config: Any, reactor: Any = None, exit_on_error: bool = True) -> None:
+    def __init__(self, config: Any, reactor: Any = None, exit_on_error: bool = True,
+                 worker: int = 0) -> None:
         MultiService.__init__(self)
         self.config = config
+        #: which of the ``[server] workers`` processes this is (reticulum.workers)
+        self.worker = worker
+        self._workers: list = []
         self._reactor = reactor
         self.exit_on_error = exit_on_error
         #: twistd's own options (set by the plugin): where logs go, daemon or not
@@ -262,7 +266,13 @@ class ReticulumService(MultiService):
         raise_open_files_limit()
 
         transports = Transports(config, reactor=self.reactor)
-        cluster = self._start_cluster()
+        own = None
+        if config.server.workers > 1:
+            from reticulum.workers import own_udp_address
+
+            own = own_udp_address(config)
+            transports.share_ports(own)
+        cluster = self._start_cluster(own)
         core = Core(config, clock=self.reactor, transports=transports,
                     location=cluster.location if cluster else None,
                     accounts=cluster.accounts if cluster else None)
@@ -290,8 +300,13 @@ class ReticulumService(MultiService):
             state_dir=config.state_dir,
         )
         log_startup_summary(self)
+        if config.server.workers > 1 and self.worker == 0:
+            from reticulum.workers import spawn
 
-    def _start_cluster(self) -> Any:
+            self._workers = spawn(config)
+            log.info("started {count} more workers", count=len(self._workers))
+
+    def _start_cluster(self, own: Any = None) -> Any:
         """With ``[cluster]``: join it (reach Redis, share the secrets); else None."""
         config = self.config
         if config.cluster.redis is None:
@@ -299,7 +314,8 @@ class ReticulumService(MultiService):
         from reticulum.cluster import Cluster
 
         cluster = Cluster(config, call_in_main=self.reactor.callFromThread,
-                          log=Logger(namespace="reticulum.cluster"))
+                          log=Logger(namespace="reticulum.cluster"), worker=self.worker,
+                          address=None if own is None else (own[0], own[1], "udp"))
         try:
             cluster.start()
         except Exception as e:
@@ -347,6 +363,11 @@ class ReticulumService(MultiService):
                     return core.stop()
 
                 inner.addCallback(stop_core)
+            workers, self._workers = self._workers, []
+            if workers:
+                from reticulum.workers import stop as stop_workers
+
+                inner.addCallback(lambda _: stop_workers(workers))
             cluster, self.cluster = self.cluster, None
             if cluster is not None:
                 inner.addCallback(lambda _: cluster.stop())

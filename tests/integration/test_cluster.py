@@ -268,3 +268,25 @@ def test_without_redis_register_gets_503_and_cached_calls_still_route(cluster, r
     while not register(node, tmp_path, "carol", free_port(), source_port=free_port()).ok:
         assert time.monotonic() < deadline, "REGISTER still refused after Redis returned"
         time.sleep(0.5)
+
+
+def test_two_workers_share_the_ports_and_the_bindings(cluster, tmp_path):
+    """[server] workers = 2: two processes on the same UDP/TCP ports (SO_REUSEPORT), each
+    with a UDP port of its own in its Via; calls from several phones all connect."""
+    node = cluster(NODE1, "w", server={"workers": 2})
+    deadline = time.monotonic() + 30
+    while node.read_log().count("Cluster node w.w") < 2:
+        assert time.monotonic() < deadline, "the second worker did not start"
+        time.sleep(0.1)
+    bob_port = free_port()
+    assert register(node, tmp_path, "bob", bob_port, source_port=free_port()).ok
+    uas = start_sipp("uas", None, "-m", "6", local_port=bob_port, cwd=tmp_path, timeout=60,
+                     name="uas-many")
+    time.sleep(1.0)  # the other worker heard of bob (within a second)
+    for _ in range(6):  # each SIPp sends from a port of its own: the kernel spreads them
+        uac = foreign_call(node, tmp_path, "bob").wait()
+        assert uac.ok, uac.describe()
+    result = uas.wait()
+    assert result.ok, result.describe()
+    vias = [line for line in result.messages.splitlines() if line.startswith("Via: SIP/2.0/UDP %s:" % NODE1)]
+    assert vias and all(":%d;" % node.port not in v for v in vias), vias[:3]  # own ports
