@@ -234,3 +234,18 @@ def test_a_live_node_is_a_trusted_peer(redis_server, tmp_path):
     assert not watcher.is_peer(Flow("udp", ("127.0.0.32", 5060), ("127.0.0.31", 5061)))
     assert not watcher.is_peer(Flow("tcp", ("127.0.0.32", 5060), ("127.0.0.31", 5060), 3))
     assert not watcher.is_peer(UDP)
+
+
+def test_the_users_command_writes_the_cluster_s_accounts(redis_server, tmp_path):
+    from reticulum.users import run
+
+    config = tmp_path / "reticulum.toml"
+    config.write_text('state_dir = "state"\n[listen]\nudp = ["127.0.0.31:5060"]\n'
+                      '[cluster]\nredis = "%s"\nprefix = "cli:"\n' % redis_server.url)
+    assert run(["add", "erin", "--password", "erin-secret", "--config", str(config)]) == 0
+    node = RedisAccounts(redis_server.url, ["reticulum.local"], prefix="cli:", watch=False)
+    node.start()
+    assert node.exists("erin") and node.ha1("erin", "reticulum.local", "MD5")
+    assert run(["remove", "erin", "--config", str(config)]) == 0
+    node.reload()
+    assert not node.exists("erin")
