@@ -290,3 +290,37 @@ def test_two_workers_share_the_ports_and_the_bindings(cluster, tmp_path):
     assert result.ok, result.describe()
     vias = [line for line in result.messages.splitlines() if line.startswith("Via: SIP/2.0/UDP %s:" % NODE1)]
     assert vias and all(":%d;" % node.port not in v for v in vias), vias[:3]  # own ports
+
+
+def test_a_nonce_one_node_issued_is_good_on_the_other(cluster, tmp_path):
+    """The nonce secret is the cluster's: answer node 1's challenge to node 2."""
+    from reticulum.sip import digest, parse, parse_auth
+
+    node1, node2 = cluster(NODE1, "n1"), cluster(NODE2, "n2")
+    assert (node1.state_dir / "nonce.secret").read_text() == \
+        (node2.state_dir / "nonce.secret").read_text()
+    phone = UDPPeer()
+    try:
+        call_id = uuid.uuid4().hex
+        ruri = "sip:" + DOMAIN
+
+        def register_to(node, cseq, extra=()):
+            phone.send(build("REGISTER", ruri, phone.address, cseq=cseq, call_id=call_id,
+                             from_="<sip:alice@%s>;tag=r1" % DOMAIN,
+                             to="<sip:alice@%s>" % DOMAIN,
+                             headers=["Contact: <sip:alice@127.0.0.1:%d>" % phone.address[1]]
+                             + list(extra)), node)
+            return phone.final()
+
+        challenge = parse(register_to(node1, 1))
+        assert challenge.status == 401
+        _, params = parse_auth(challenge.get("WWW-Authenticate"))
+        ha1 = digest.ha1("alice", params["realm"], "alice-secret", "MD5")
+        response = digest.response(ha1, "REGISTER", ruri, params["nonce"], "00000001", "c0ffee",
+                                   "auth", "MD5")
+        value = ('Digest username="alice", realm="%s", nonce="%s", uri="%s", response="%s", '
+                 'algorithm=MD5, qop=auth, nc=00000001, cnonce="c0ffee", opaque="%s"'
+                 % (params["realm"], params["nonce"], ruri, response, params.get("opaque", "")))
+        assert status(register_to(node2, 2, ["Authorization: " + value])) == 200
+    finally:
+        phone.close()
