@@ -314,8 +314,9 @@ class Proxy:
 
     def next_hop(self, request: Request, binding, secure: bool = False):
         """Where a forwarded request goes (§16.6 steps 6-7, RFC 5626 flows): a flow, or a
-        `Resolution` (the targets in failover order, maybe still pending DNS). A sips: Request-URI (or `secure`: the request as it reached us had one) leaves
-        only over TLS/WSS, never in clear text."""
+        `Resolution` (the targets in failover order, maybe still pending DNS). A sips:
+        Request-URI (or `secure`: the request as it reached us had one) leaves only over
+        TLS/WSS, never in clear text."""
         sips = secure or request.uri.scheme == "sips"
         if binding is not None and binding.flow is not None and not binding.path \
                 and self._use_flow(binding.flow, request.uri):

@@ -272,3 +272,9 @@ def test_ip_literals_and_bad_names():
 def test_addresses_no_one_may_be_sent_to_are_dropped():
     zone = Zone({("i.test", "A"): a("0.0.0.0", "224.0.0.1", "255.255.255.255", "192.0.2.1")})
     assert targets(resolver(zone), "sip:i.test:5060") == [("udp", "192.0.2.1", 5060)]
+
+
+def test_without_udp_a_plain_sip_uri_falls_back_to_tcp():
+    zone = Zone({("d.test", "A"): a("192.0.2.5")})
+    res = resolver(zone, transports=("tcp", "tls"))
+    assert targets(res, "sip:bob@d.test") == [("tcp", "192.0.2.5", 5060)]

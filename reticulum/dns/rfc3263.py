@@ -225,7 +225,7 @@ def plan(host: str, port, wanted: str, sips: bool, ask, rng, families, sendable)
         return [], INSECURE if sips else NOT_FOUND, "no way to send over %s" % wanted
     if not sendable:
         return [], INSECURE if sips else NOT_FOUND, "no transport to send on"
-    default = "tls" if sips else ("udp" if "udp" in sendable else sendable[0])
+    default = "tls" if sips else next(t for t in ("udp", "tcp", "tls") if t in sendable)
     targets: list = []
     if port:
         targets = step.addresses(host, port, wanted or default)
