@@ -278,3 +278,14 @@ def test_without_udp_a_plain_sip_uri_falls_back_to_tcp():
     zone = Zone({("d.test", "A"): a("192.0.2.5")})
     res = resolver(zone, transports=("tcp", "tls"))
     assert targets(res, "sip:bob@d.test") == [("tcp", "192.0.2.5", 5060)]
+
+
+def test_a_query_that_never_returns_is_asked_afresh_later():
+    clock = Clock()
+    zone = Zone(FEDERATED, hold=True)
+    res = resolver(zone, clock, timeout=1)
+    res.locate(parse_uri("sip:bob@b.test"))
+    zone.held.clear()  # that answer is lost
+    clock.advance(10)
+    res.locate(parse_uri("sip:bob@b.test"))
+    assert zone.asked.count(("b.test", "NAPTR")) == 2

@@ -347,7 +347,7 @@ class Resolver:
         self.max_pending = max_pending
         self.cache = Cache(clock, cache_size)
         self._jobs: dict = {}  # key -> _Job
-        self._inflight: dict = {}  # (name, rdtype) -> [callbacks]
+        self._inflight: dict = {}  # (name, rdtype) -> (asked at, [callbacks])
 
     def locate(self, uri, secure: bool = False) -> Resolution:
         """The targets for a sip:/sips: URI (its maddr, host, port and transport)."""
@@ -446,19 +446,25 @@ class Resolver:
     # -- queries, one per (name, type) however many resolutions wait for it
 
     def _query(self, key, callback) -> None:
-        waiting = self._inflight.get(key)
-        if waiting is not None:
-            waiting.append(callback)
+        now = self.clock.seconds()
+        entry = self._inflight.get(key)
+        if entry is not None and now - entry[0] < self.give_up_after:
+            entry[1].append(callback)
             return
-        self._inflight[key] = [callback]
+        waiting = [callback]  # a query unanswered for that long is asked afresh
+        self._inflight[key] = (now, waiting)
         try:
-            self.lookup.query(key[0], key[1], lambda answer: self._delivered(key, answer))
+            self.lookup.query(key[0], key[1],
+                              lambda answer: self._delivered(key, answer, waiting))
         except Exception as e:  # a lookup that cannot even start is a failed one
-            self._delivered(key, Answer((), FAILURE_TTL, "lookup failed: %s" % e))
+            self._delivered(key, Answer((), FAILURE_TTL, "lookup failed: %s" % e), waiting)
 
-    def _delivered(self, key, answer: Answer) -> None:
+    def _delivered(self, key, answer: Answer, waiting: list) -> None:
         self.cache.put(key, answer)
-        for callback in self._inflight.pop(key, ()):
+        entry = self._inflight.get(key)
+        if entry is not None and entry[1] is waiting:
+            del self._inflight[key]
+        for callback in waiting:
             try:
                 callback(answer)
             except Exception:
