@@ -3,12 +3,8 @@
 A twisted.names server on loopback serves a zone this test writes (NAPTR, SRV, A); a.test is
 served on 127.0.0.21, b.test on 127.0.0.22 and 127.0.0.23 (two listening addresses, one
 registrar). b.test's first SRV target, 127.0.0.24, is dead or answers 503: calls still arrive
-through the second, and the caller sees one final response.
-
-Authentication is off on both servers ([auth] enabled = false): SIPp at its defaults answers
-challenges with the server's address as the digest uri, which the server does not accept yet
-(a matter of the digest code, not of federation). The relay rules with authentication on are
-covered sans-IO in tests/test_proxy_dns.py.
+through the second, and the caller sees one final response. Callers authenticate with SIPp at
+its defaults; nobody else is relayed to the other domain.
 """
 from __future__ import annotations
 
@@ -97,7 +93,7 @@ def federation(start_server, tmp_path):
     dns = DNSServer(tmp_path, ZONE.format(a_port=a_port, a_host=A_HOST, b_port=b_port,
                                           b_host2=B_HOST2, dead_port=dead_port,
                                           dead_host=DEAD_HOST)).start()
-    common = dict(auth={"enabled": False}, registrar={"store": "memory"},
+    common = dict(registrar={"store": "memory"},
                   dns={"nameservers": ["127.0.0.1:%d" % dns.port], "timeout": 2})
     try:
         a = start_server(host=A_HOST, port=a_port, domains=["a.test"], **common)
@@ -111,9 +107,11 @@ def federation(start_server, tmp_path):
 
 
 def register(server, tmp_path, user, port):
-    result = start_sipp("register_open", server.address, "-s", user, "-key", "domain",
-                        server.domain, local_ip=CLIENT, local_port=port, cwd=tmp_path,
-                        timeout=15, name="reg-%s-%d" % (user, port)).wait()
+    result = start_sipp("register", server.address, "-s", user, "-au", user, "-ap",
+                        "%s-secret" % user, "-key", "domain", server.domain,
+                        "-key", "expires", "3600", "-key", "contact_params", "",
+                        "-key", "contact_port", str(port), local_ip=CLIENT, local_port=port,
+                        cwd=tmp_path, timeout=15, name="reg-%s-%d" % (user, port)).wait()
     assert result.ok, result.describe()
 
 
@@ -122,11 +120,13 @@ def callee(tmp_path, port, scenario="uas", transport="u1", host=CLIENT):
                       cwd=tmp_path, timeout=40, name="%s-%s-%d" % (scenario, host, port))
 
 
-def call(server, tmp_path, caller, callee_aor, scenario="uac", pause=200):
+def call(server, tmp_path, caller, callee_aor, scenario="uac_auth", pause=200):
+    """A call from `caller` (a local user, who authenticates) through `server`."""
     user, domain = callee_aor.split("@")
+    name = caller.split("@")[0]
     return start_sipp(scenario, server.address, "-s", user, "-key", "domain", domain,
-                      "-key", "caller", caller, "-d", str(pause), local_ip=CLIENT,
-                      cwd=tmp_path, timeout=40)
+                      "-key", "caller", caller, "-au", name, "-ap", "%s-secret" % name,
+                      "-d", str(pause), local_ip=CLIENT, cwd=tmp_path, timeout=40)
 
 
 def connections_to(server, host, port) -> int:
@@ -189,7 +189,7 @@ def test_unknown_domain_gets_one_quick_final_response_while_calls_go_on(federati
     time.sleep(0.5)
     started = time.monotonic()
     lost = call(a, tmp_path, "alice@a.test", "bob@nowhere.test",
-                scenario=expecting(tmp_path, "uac_fail", 404)).wait()
+                scenario=expecting(tmp_path, "uac_auth_fail", 404)).wait()
     assert lost.ok, lost.describe()  # one 404, and no second final response
     assert time.monotonic() - started < 1.5 + 4  # its own 1.5 s pause included
     assert "Warning: 399" in lost.messages and "nowhere.test" in lost.messages
@@ -197,3 +197,16 @@ def test_unknown_domain_gets_one_quick_final_response_while_calls_go_on(federati
     result = ongoing.wait()
     assert result.ok, result.describe()
     assert bob.wait().ok
+
+
+def test_strangers_are_not_relayed_to_the_other_domain(federation, tmp_path):
+    """A caller of neither domain, and a local caller without credentials: A relays neither;
+    nothing leaves for b.test's servers."""
+    a, b, dead_port = federation
+    for caller, status in (("carol@elsewhere.test", 403), ("alice@a.test", 407)):
+        result = start_sipp(expecting(tmp_path, "uac_fail", status), a.address, "-s", "bob",
+                            "-key", "domain", "b.test", "-key", "caller", caller,
+                            local_ip=CLIENT, cwd=tmp_path, timeout=20).wait()
+        assert result.ok, result.describe()
+    assert connections_to(a, B_HOST2, b.port) == 0 and connections_to(a, DEAD_HOST, dead_port) == 0
+    assert "-> INVITE" not in a.read_log()
