@@ -188,3 +188,20 @@ def test_public_name_in_via_and_record_route(tmp_path):
     assert out.via.host == "sip.example.org" and out.via.port == 5060
     assert out.record_routes[0].uri.host == "sip.example.org"
     assert core.is_local_address("sip.example.org", 5060)
+
+
+def test_a_contact_named_by_an_unknown_host_is_reached_over_its_registration_flow(tmp_path):
+    from reticulum.location import Binding
+    from tests.test_proxy import CALLEE
+
+    zone = Zone(ZONE, hold=True)
+    core, clock, net = make_core(tmp_path, zone)
+    core.location.put(Binding(aor="sip:bob@reticulum.local", contact="sip:bob@phone.test:5070",
+                              expires_at=clock.seconds() + 3600, q=1.0, flow=CALLEE,
+                              registered_at=clock.seconds(), flow_bound=False))
+    core.receive_bytes(request(), CALLER)
+    assert caller_got(net.take()) == [100]  # waiting for DNS
+    zone.hold = False
+    zone.release()
+    (out,) = [m for m, f in net.take() if f == CALLEE]
+    assert out.method == "INVITE" and str(out.uri) == "sip:bob@phone.test:5070"
