@@ -123,7 +123,11 @@ def test_sips_leaves_only_over_tls():
     # only SIP+D2T/D2U published: nothing secure, and no A record for b.test itself
     assert resolution.targets == [] and resolution.problem == NOT_FOUND
     assert resolver(zone).locate(parse_uri("sips:bob@192.0.2.1;transport=udp")).problem == INSECURE
-    assert targets(resolver(zone), "sip:bob@b.test", secure=True) == []
+    # a sip: hop of a request that must stay encrypted keeps only what is TLS anyway
+    assert resolver(zone).locate(parse_uri("sip:bob@b.test"), True).problem == INSECURE
+    assert resolver(zone).locate(parse_uri("sip:bob@192.0.2.1:5070"), True).problem == INSECURE
+    assert targets(resolver(zone), "sip:bob@192.0.2.1:5070;transport=tls", secure=True) == [
+        ("tls", "192.0.2.1", 5070)]
 
 
 def test_transports_we_cannot_send_on_are_skipped():

@@ -270,6 +270,14 @@ def plan(host: str, port, wanted: str, sips: bool, ask, rng, families, sendable)
     return [], NOT_FOUND, "no SIP server and no address"
 
 
+def _tls_only(targets, problem, detail):
+    """Only the targets over TLS, for a request that must not leave in clear text."""
+    kept = [t for t in targets if t.transport in ("tls", "wss")]
+    if targets and not kept:
+        return [], INSECURE, "no target over TLS"
+    return kept, problem, detail
+
+
 class Cache:
     """DNS answers by (name, type) until their TTL (capped) runs out; bounded in size."""
 
@@ -312,14 +320,16 @@ class Cache:
 class _Job:
     """One resolution waiting for DNS: the answers it has seen and the queries it asked."""
 
-    __slots__ = ("key", "host", "port", "wanted", "sips", "resolution", "memo", "asked", "timer")
+    __slots__ = ("key", "host", "port", "wanted", "sips", "secure", "resolution", "memo",
+                 "asked", "timer")
 
-    def __init__(self, key, host, port, wanted, sips):
+    def __init__(self, key, host, port, wanted, sips, secure):
         self.key = key
         self.host = host
         self.port = port
         self.wanted = wanted
         self.sips = sips
+        self.secure = secure
         self.resolution = Resolution(host)
         self.memo: dict = {}
         self.asked: set = set()
@@ -350,45 +360,48 @@ class Resolver:
         self._inflight: dict = {}  # (name, rdtype) -> (asked at, [callbacks])
 
     def locate(self, uri, secure: bool = False) -> Resolution:
-        """The targets for a sip:/sips: URI (its maddr, host, port and transport)."""
+        """The targets for a sip:/sips: URI (its maddr, host, port and transport). `secure`:
+        the request must leave over TLS even though this hop's URI is sip: (its Request-URI
+        is sips:), so only the TLS targets the URI leads to are kept."""
         host = (uri.params.get("maddr") or uri.host or "").lower()
         if host.endswith("."):
             host = host[:-1]
         if host == "localhost":
             host = "127.0.0.1"
-        sips = secure or uri.scheme == "sips"
+        sips = uri.scheme == "sips"
+        secure = secure and not sips
         wanted = (uri.params.get("transport") or "").lower()
         port = uri.port
         if is_ip(host):
-            return self._literal(host, port, wanted, sips, None)
+            return self._literal(host, port, wanted, sips, None, secure)
         static = self.static.get(host)
         if static is not None:
-            return self._literal(static[0], port or static[1], wanted, sips, host)
+            return self._literal(static[0], port or static[1], wanted, sips, host, secure)
         if not _valid_name(host):
             return Resolution(host, [], NOT_FOUND, "not a domain name")
-        key = (host, port, wanted, sips)
+        key = (host, port, wanted, sips, secure)
         job = self._jobs.get(key)
         if job is not None:
             return job.resolution
         outcome = plan(host, port, wanted, sips, self._cached, self.rng, self.families,
                        self.sendable)
         if outcome is not None:
-            return Resolution(host, *outcome)
+            return Resolution(host, *(_tls_only(*outcome) if secure else outcome))
         if len(self._jobs) >= self.max_pending:
             self.log.warn("DNS: {count} lookups already pending; refusing {name}",
                           count=len(self._jobs), name=host)
             return Resolution(host, [], FAILED, "too many DNS lookups at once")
-        job = self._jobs[key] = _Job(key, host, port, wanted, sips)
+        job = self._jobs[key] = _Job(key, host, port, wanted, sips, secure)
         job.timer = self.clock.callLater(self.give_up_after, self._give_up, job)
         self._run(job)
         return job.resolution
 
-    def _literal(self, address, port, wanted, sips, name) -> Resolution:
+    def _literal(self, address, port, wanted, sips, name, secure=False) -> Resolution:
         transport = wanted or ("tls" if sips else "udp")
         if sips and transport == "tcp":
             transport = "tls"
-        if sips and transport not in ("tls", "wss"):
-            return Resolution(name or address, [], INSECURE, "sips over %s" % transport)
+        if (sips or secure) and transport not in ("tls", "wss"):
+            return Resolution(name or address, [], INSECURE, "not over TLS: %s" % transport)
         port = port or DEFAULT_PORTS.get(transport, 5060)
         return Resolution(name or address, [Target(transport, address, port, name)])
 
@@ -414,7 +427,7 @@ class Resolver:
         outcome = plan(job.host, job.port, job.wanted, job.sips, ask, self.rng, self.families,
                        self.sendable)
         if outcome is not None:
-            self._finish(job, *outcome)
+            self._finish(job, *(_tls_only(*outcome) if job.secure else outcome))
             return
         for key in missing:
             if key in job.asked:
