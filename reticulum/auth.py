@@ -327,12 +327,13 @@ class Authenticator:
             return _BAD
         if algorithm not in self.algorithms:
             return _BAD
-        issued = self._nonce_issued(nonce, realm)
+        raw = self._nonce_raw(nonce)
+        issued = None if raw is None else self._nonce_issued(raw, realm)
         if issued is None or issued > now + CLOCK_SLACK:
             return _BAD
         if not self._uri_matches(uri, request):
             return _BAD
-        if not self._nonce_bound(nonce, source):
+        if not self._nonce_bound(raw, source):
             return _STALE  # issued to another source: no password check, nothing counted
         ha1 = self.accounts.ha1(username, realm, digest.base_algorithm(algorithm))
         known = ha1 is not None
@@ -374,12 +375,12 @@ class Authenticator:
     # -- nonces --------------------------------------------------------------------------------
 
     def _nonce_mac(self, body: bytes, realm: str) -> bytes:
-        return hmac.new(self.secret, b"nonce:" + body + realm.encode("utf-8"),
-                        hashlib.sha256).digest()[:_NONCE_MAC]
+        return hmac.digest(self.secret, b"nonce:" + body + realm.encode("utf-8"),
+                           "sha256")[:_NONCE_MAC]
 
     def _nonce_bind(self, body: bytes, source: str) -> bytes:
-        return hmac.new(self.secret, b"bind:" + body + source.encode("utf-8", "replace"),
-                        hashlib.sha256).digest()[:_NONCE_BIND]
+        return hmac.digest(self.secret, b"bind:" + body + source.encode("utf-8", "replace"),
+                           "sha256")[:_NONCE_BIND]
 
     def _new_nonce(self, realm: str, source: str = "") -> str:
         millis = int(round(self.clock.seconds() * 1000))
@@ -397,17 +398,13 @@ class Authenticator:
             return None
         return raw if len(raw) == _NONCE_BYTES else None
 
-    def _nonce_bound(self, nonce: str, source: str) -> bool:
-        """Was this (well-formed) nonce issued to `source`?"""
-        raw = self._nonce_raw(nonce)
-        return raw is not None and hmac.compare_digest(
-            raw[_NONCE_BODY + _NONCE_MAC:], self._nonce_bind(raw[:_NONCE_BODY], source))
+    def _nonce_bound(self, raw: bytes, source: str) -> bool:
+        """Was this nonce (decoded, `_nonce_raw`) issued to `source`?"""
+        return hmac.compare_digest(raw[_NONCE_BODY + _NONCE_MAC:],
+                                   self._nonce_bind(raw[:_NONCE_BODY], source))
 
-    def _nonce_issued(self, nonce: str, realm: str) -> float | None:
-        """The issue time (seconds) of a nonce we made for `realm`, else None."""
-        raw = self._nonce_raw(nonce)
-        if raw is None:
-            return None
+    def _nonce_issued(self, raw: bytes, realm: str) -> float | None:
+        """The issue time (seconds) of a nonce (decoded) we made for `realm`, else None."""
         body, mac = raw[:_NONCE_BODY], raw[_NONCE_BODY:_NONCE_BODY + _NONCE_MAC]
         if not hmac.compare_digest(mac, self._nonce_mac(body, realm)):
             return None
