@@ -3,6 +3,8 @@
 Other 127.x source addresses stand for other clients."""
 from __future__ import annotations
 
+import base64
+import os
 import socket
 import time
 
@@ -96,6 +98,30 @@ def test_connections_beyond_the_caps_are_refused_others_are_served(start_server)
             sock.close()
 
 
+def websocket(server, ip, port):
+    """An open SIP WebSocket (the upgrade done) from `ip`."""
+    sock = connect(server, ip, port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(("GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                  "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                  "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sip\r\n\r\n"
+                  % (port, key)).encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 101"), answer
+    return sock
+
+
+def ws_frame(payload: bytes) -> bytes:
+    """One masked text frame (a client's)."""
+    mask = os.urandom(4)
+    length = len(payload)
+    head = bytes([0x81, 0x80 | length]) if length < 126 else \
+        bytes([0x81, 0x80 | 126]) + length.to_bytes(2, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
 def test_a_slow_client_is_closed_after_the_head_timeout(start_server):
     ws_port = free_port()
     server = start_server(listen={"ws": ["127.0.0.1:%d" % ws_port]},
@@ -111,6 +137,8 @@ def test_a_slow_client_is_closed_after_the_head_timeout(start_server):
         for port, data in ((server.port, message), (ws_port, request)):
             sock = connect(server, ATTACKER, port)
             slow.append((sock, data))
+        # and a WebSocket that trickles a SIP message frame by byte
+        slow.append((websocket(server, ATTACKER, ws_port), ws_frame(message)))
         started = time.monotonic()
         sent = 0
         open_ = list(slow)
@@ -127,7 +155,7 @@ def test_a_slow_client_is_closed_after_the_head_timeout(start_server):
         elapsed = time.monotonic() - started
         assert not open_, "a client trickling one byte at a time was kept for 30 s"
         assert elapsed < 15
-        assert sent < min(len(message), len(request))  # closed before it finished
+        assert sent < min(len(message), len(request))  # closed before they finished
         # the idle, well-behaved client is still served on its connection
         assert options(client) == 200
         assert "no whole message within head_timeout" in server.read_log()
