@@ -113,6 +113,23 @@ def websocket(server, ip, port):
     return sock
 
 
+def http_get(sock) -> int:
+    """GET / on a kept-alive HTTP connection; the status, with the whole body read."""
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        body += sock.recv(65536)
+    return int(head.split(b" ", 2)[1])
+
+
 def ws_frame(payload: bytes) -> bytes:
     """One masked text frame (a client's)."""
     mask = os.urandom(4)
@@ -126,11 +143,13 @@ def test_a_slow_client_is_closed_after_the_head_timeout(start_server):
     ws_port = free_port()
     server = start_server(listen={"ws": ["127.0.0.1:%d" % ws_port]},
                           transport={"head_timeout": 1.5})
-    # a well-behaved client: answered, and then free to idle past the deadline
+    # well-behaved clients: answered, and then free to idle past the deadline
     client = connect(server, CLIENT)
+    browser = connect(server, CLIENT, ws_port)
     slow = []
     try:
         assert options(client) == 200
+        assert http_get(browser) == 200
         message = build("OPTIONS", "sip:%s:%d" % (server.host, server.port),
                         (ATTACKER, 5060), transport="TCP")
         request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\r\n"
@@ -156,10 +175,12 @@ def test_a_slow_client_is_closed_after_the_head_timeout(start_server):
         assert not open_, "a client trickling one byte at a time was kept for 30 s"
         assert elapsed < 15
         assert sent < min(len(message), len(request))  # closed before they finished
-        # the idle, well-behaved client is still served on its connection
+        # the idle, well-behaved clients are still served on their connections
         assert options(client) == 200
+        assert http_get(browser) == 200
         assert "no whole message within head_timeout" in server.read_log()
     finally:
         client.close()
+        browser.close()
         for sock, _ in slow:
             sock.close()
