@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import functools
+import hashlib
 import hmac
 import ipaddress
 import os
@@ -382,7 +382,7 @@ class Authenticator:
         return hmac.digest(self.secret, b"bind:" + body + source.encode("utf-8", "replace"),
                            "sha256")[:_NONCE_BIND]
 
-    def _new_nonce(self, realm: str, source: str = "") -> str:
+    def _new_nonce(self, realm: str, source: str) -> str:
         millis = int(round(self.clock.seconds() * 1000))
         body = struct.pack(">q", millis) + os.urandom(_NONCE_BODY - 8)
         raw = body + self._nonce_mac(body, realm) + self._nonce_bind(body, source)
