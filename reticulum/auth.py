@@ -153,11 +153,12 @@ class Authenticator:
         realms: list[str],
         clock,
         secret: bytes,
-        algorithms=("MD5", "SHA-256"),
+        algorithms=("MD5",),
         nonce_lifetime: float = 300,
         max_failures: int = 10,
         lockout_seconds: float = 300,
         log=None,
+        check_uri: bool = False,
     ):
         if not realms:
             raise ValueError("at least one realm is needed")
@@ -172,13 +173,18 @@ class Authenticator:
         self.algorithms: tuple[str, ...] = tuple(digest.normalize_algorithm(a) for a in algorithms)
         if not self.algorithms:
             raise ValueError("no digest algorithm")
-        #: the challenges sent, in order. Clients that know only MD5 read one challenge: SIPp
-        #: the first, JsSIP the last. When MD5 leads a longer list, it closes the list too,
-        #: so both find it; clients that weigh every challenge see nothing new.
+        #: the challenges sent, in order: one per algorithm. Clients that know only MD5 read
+        #: a single challenge: SIPp the first, JsSIP the last. So MD5, when offered but not
+        #: last, closes the list too; clients that weigh every challenge (RFC 8760) still take
+        #: the first they know, so nothing changes for them.
         offered = self.algorithms
-        if len(offered) > 1 and offered[0] == "MD5":
+        if "MD5" in offered and offered[-1] != "MD5":
             offered = offered + ("MD5",)
         self.offered: tuple[str, ...] = offered
+        #: True: the digest `uri` must name the Request-URI. False (as Kamailio, OpenSIPS and
+        #: Asterisk): any `uri` will do, since the response is computed over it and nonce,
+        #: realm and nonce-count are checked all the same (SIPp names the server's address).
+        self.check_uri = bool(check_uri)
         self.nonce_lifetime = float(nonce_lifetime)
         self.max_failures = int(max_failures)
         self.lockout_seconds = float(lockout_seconds)
@@ -206,7 +212,7 @@ class Authenticator:
             return self._forbidden(request, "source", source)
         credentials = self._credentials(request, proxy, realm)
         if credentials is None:
-            return AuthResult(response=self.challenge(request, proxy, realm, source_ip=source))
+            return AuthResult(response=self.challenge(request, proxy, realm, source_ip=source_ip))
         username = credentials.get("username")
         if username and self._failures and self._locked(("pair", source, _name_key(username)), now):
             return self._forbidden(request, "source", "%s for %s" % (source, _name_key(username)))
@@ -220,7 +226,7 @@ class Authenticator:
                 user=username, address=source_ip,
             )
         return AuthResult(response=self.challenge(request, proxy, realm, stale=outcome == _STALE,
-                                                  source_ip=source))
+                                                  source_ip=source_ip))
 
     def challenge(self, request, proxy: bool, realm: str | None = None,
                   stale: bool = False, *, source_ip: str) -> Response:
@@ -331,7 +337,7 @@ class Authenticator:
         issued = None if raw is None else self._nonce_issued(raw, realm)
         if issued is None or issued > now + CLOCK_SLACK:
             return _BAD
-        if not self._uri_matches(uri, request):
+        if self.check_uri and not self._uri_matches(uri, request):
             return _BAD
         if not self._nonce_bound(raw, source):
             return _STALE  # issued to another source: no password check, nothing counted
