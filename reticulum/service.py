@@ -236,6 +236,7 @@ class ReticulumService(MultiService):
         self.transports: Optional[Transports] = None
         self.core: Any = None
         self.cluster: Any = None
+        self.dns: Any = None  # the DNS lookup and its thread pool
         self._started = False
 
     @property
@@ -265,6 +266,8 @@ class ReticulumService(MultiService):
 
         raise_open_files_limit()
 
+        from reticulum.dns.lookup import ThreadedLookup
+
         transports = Transports(config, reactor=self.reactor)
         own = None
         if config.server.workers > 1:
@@ -273,10 +276,13 @@ class ReticulumService(MultiService):
             own = own_udp_address(config)
             transports.share_ports(own)
         cluster = self._start_cluster(own)
-        core = Core(config, clock=self.reactor, transports=transports,
+        self.dns = ThreadedLookup(self.reactor, nameservers=config.dns.nameservers,
+                                  timeout=config.dns.timeout)
+        core = Core(config, clock=self.reactor, transports=transports, lookup=self.dns,
                     location=cluster.location if cluster else None,
                     accounts=cluster.accounts if cluster else None)
         core.cluster = cluster
+        self.dns.start()
         transports.attach(core)
         self.transports = transports
         self.core = core
@@ -354,6 +360,9 @@ class ReticulumService(MultiService):
         def stop_own(_: Any) -> Any:
             transports, core = self.transports, self.core
             self._started = False
+            if self.dns is not None:
+                self.dns.stop()
+                self.dns = None
             inner = defer.succeed(None)
             if transports is not None:
                 inner = transports.stop()
