@@ -27,6 +27,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from reticulum import events
 from reticulum.sip import Response, format_auth, make_response, parse_auth, parse_uri
 from reticulum.sip import digest
 
@@ -174,6 +175,8 @@ class Authenticator:
                 "Digest authentication failed for {user!r} from {address}",
                 user=username, address=source_ip,
             )
+            if events.listening:
+                events.emit("auth", action="failure", user=username, address=source_ip)
         return AuthResult(response=self.challenge(request, proxy, realm, stale=outcome == _STALE))
 
     def challenge(self, request, proxy: bool, realm: str | None = None,
@@ -422,6 +425,9 @@ class Authenticator:
         if len(times) >= self.max_failures:
             times.clear()
             entry.locked_until = now + self.lockout_seconds
+            if events.listening:
+                events.emit("auth", action="lockout", kind=key[0], who=key[1],
+                            seconds=self.lockout_seconds)
             self.log.warn(
                 "Locking out {kind} {who!r} for {seconds:g}s after {count} failed "
                 "authentication attempts",
