@@ -109,9 +109,18 @@ class TransportConfig:
     tcp_idle_timeout: float = 600
 
 
+#: `[log] messages`: none, one line per message, or whole messages
+LOG_MESSAGES = ("off", "summary", "full")
+
+
 @dataclass(frozen=True)
 class LogConfig:
-    messages: bool = True
+    messages: str = "summary"  # one of LOG_MESSAGES (true/false read as summary/off)
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    token: Optional[str] = None  # None: generated at first start into state_dir/admin-token
 
 
 @dataclass(frozen=True)
@@ -146,6 +155,7 @@ class Config:
     tls: TLSConfig = field(default_factory=TLSConfig)
     websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
     dialog: DialogConfig = field(default_factory=DialogConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     #: the file this came from (absolute), or None when built from a dict
     path: Optional[str] = None
 
@@ -195,7 +205,8 @@ def config_from_dict(
     registrar = _registrar(r.section("registrar"))
     auth = _auth(r.section("auth"))
     transport = _transport(r.section("transport"))
-    log = LogConfig(messages=_done(r.section("log"), lambda s: s.boolean("messages", True)))
+    log = LogConfig(messages=_done(r.section("log"), _log_messages))
+    admin = AdminConfig(token=_done(r.section("admin"), _admin_token))
     tls = _tls(r.section("tls"), base_dir)
     websocket = _websocket(r.section("websocket"))
     dialog = DialogConfig(
@@ -215,6 +226,7 @@ def config_from_dict(
         tls=tls,
         websocket=websocket,
         dialog=dialog,
+        admin=admin,
         path=path,
     )
 
@@ -294,6 +306,23 @@ def _listen(r: "_Reader", path: Optional[str]) -> ListenConfig:
         values[name] = addrs
     r.finish()
     return ListenConfig(**values)
+
+
+def _log_messages(r: "_Reader") -> str:
+    value = r.take("messages", "summary")
+    if value is True or value is False:
+        return "summary" if value else "off"
+    if value not in LOG_MESSAGES:
+        raise ConfigError(r.msg("messages", "must be one of %s, not %r"
+                                % (", ".join('"%s"' % v for v in LOG_MESSAGES), value)))
+    return value
+
+
+def _admin_token(r: "_Reader") -> Optional[str]:
+    token = r.string("token", None, non_empty=True)
+    if token is not None and (len(token) < 16 or any(c.isspace() for c in token)):
+        raise ConfigError(r.msg("token", "must be at least 16 characters with no spaces"))
+    return token
 
 
 def _timers(r: "_Reader") -> TimersConfig:
