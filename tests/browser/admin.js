@@ -8,6 +8,7 @@
 //   {"wait_registration": AOR}        -> {"step": "registered", "rows": N}
 //   {"ladder": CALL_ID, "arrows": N}  -> {"step": "ladder", "arrows": N, "raw": first line}
 //   {"screenshot": PATH}              -> {"step": "screenshot"}
+//   {"wait_reconnect": true}          -> {"step": "reconnected", "rows": N} (after a restart)
 //   {"quit": true}
 'use strict';
 
@@ -85,6 +86,12 @@ async function main() {
         await page.waitForSelector('#raw-wrap:not([hidden])', { timeout: 10000 });
         const raw = (await page.locator('#raw').textContent()).split('\n')[0];
         say({ step: 'ladder', arrows, labels, raw });
+      } else if (command.wait_reconnect) {
+        // the server went away and came back: the page notices both by itself
+        await page.waitForFunction(() => window.reticulumAdmin.state.connects >= 2 &&
+          document.querySelector('#link.on'), null, { timeout: 60000 });
+        const rows = await page.locator('#registrations tbody tr[data-aor]').count();
+        say({ step: 'reconnected', rows });
       } else if (command.screenshot) {
         await page.screenshot({ path: command.screenshot, fullPage: true });
         say({ step: 'screenshot' });

@@ -1,6 +1,6 @@
 """The admin page in headless Chromium (Playwright through playwright-core): it opens with
-the token, shows a registration SIPp makes, and draws the ladder of a SIPp call with one
-arrow per message. A screenshot is left in tests/browser/artifacts/ (git-ignored).
+the token, shows a registration SIPp makes, draws the ladder of a SIPp call with one arrow
+per message, and reconnects by itself when the server restarts. A screenshot is left in tests/browser/artifacts/ (git-ignored).
 
 Chromium runs inside ``unshare --net`` and reaches the admin port through a Unix-socket
 relay, as in test_webphone.py.
@@ -137,6 +137,11 @@ def test_admin_page_shows_a_registration_and_draws_a_call_ladder(tmp_path):
         shot = ARTIFACTS / "admin-page.png"
         browser.ask(screenshot=str(shot))
         assert shot.stat().st_size > 10000
+        # a restart: the page reconnects by itself and shows the restored bindings
+        server.restart()
+        wait_http(admin_port)
+        step = browser.ask(wait_reconnect=True)
+        assert step["rows"] == 2, step  # alice and bob, restored from SQLite
     finally:
         if browser is not None:
             browser.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import stat
 import time
@@ -428,3 +429,17 @@ def test_a_client_that_does_not_read_gets_a_dropped_count(start_server, tmp_path
     lost = sum(e["count"] for e in reader.seen if e["type"] == "dropped")
     assert got > 0 and got + lost >= 6000, (got, lost)
     reader.close()
+
+
+def test_a_wrong_password_is_an_auth_event_and_a_metric(start_server, tmp_path):
+    server = admin_server(start_server)
+    admin = Admin(server)
+    admin.subscribe(types=["auth"])
+    assert not register(server, tmp_path, "alice", free_port(), password="not-her-password").ok
+    failure = admin.until(lambda e: e["type"] == "auth")
+    assert failure["action"] == "failure" and failure["user"] == "alice"
+    assert failure["address"] == "127.0.0.1"
+    admin.close()
+    text = http(server.admin_port, "/metrics")[2].decode()
+    assert re.search(r'reticulum_auth_failures_total\{kind="failure"\} [1-9]', text), text
+    assert api(server, "/api/status")["counters"]["auth_failures"] >= 1

@@ -15,6 +15,7 @@
     selected: '',
     selectedArrow: -1,
     connectedAt: 0,
+    connects: 0, // WebSocket openings (reconnections included)
   };
 
   const $ = (id) => document.getElementById(id);
@@ -392,6 +393,7 @@
     ws.onopen = () => {
       delay = 500;
       state.connectedAt = Date.now();
+      state.connects += 1;
       const link = $('link');
       link.textContent = 'live';
       link.className = 'pill on';
