@@ -92,15 +92,19 @@ class RegistrarConfig:
     max_expires: int = 7200
     default_expires: int = 3600
     store: str = "sqlite"  # "sqlite" (bindings survive restarts) or "memory"
+    #: when a binding is reached through its REGISTER's flow instead of its Contact:
+    #: "auto" (evident NAT), "always" or "never" (outbound and .invalid Contacts always are)
+    nat: str = "auto"
 
 
 @dataclass(frozen=True)
 class AuthConfig:
     enabled: bool = True  # off: nobody is challenged (a closed lab, a benchmark)
-    algorithms: List[str] = field(default_factory=lambda: ["MD5", "SHA-256"])
+    algorithms: List[str] = field(default_factory=lambda: ["MD5"])
     max_failures: int = 10
     lockout_seconds: float = 300
     nonce_lifetime: float = 300
+    check_uri: bool = False  # true: the digest uri must name the Request-URI
 
 
 @dataclass(frozen=True)
@@ -111,11 +115,16 @@ class TransportConfig:
 
 #: `[log] messages`: none, one line per message, or whole messages
 LOG_MESSAGES = ("off", "summary", "full")
+#: ``[log] level`` values, lowest first; ``[log] format`` values.
+LOG_LEVELS = ("debug", "info", "warning")
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
 class LogConfig:
     messages: str = "summary"  # one of LOG_MESSAGES (true/false read as summary/off)
+    level: str = "info"  # the lowest level written: "debug", "info" or "warning"
+    format: str = "text"  # "text" (twistd's lines) or "json" (one object a line)
 
 
 @dataclass(frozen=True)
@@ -205,7 +214,7 @@ def config_from_dict(
     registrar = _registrar(r.section("registrar"))
     auth = _auth(r.section("auth"))
     transport = _transport(r.section("transport"))
-    log = LogConfig(messages=_done(r.section("log"), _log_messages))
+    log = _log(r.section("log"))
     admin = AdminConfig(token=_done(r.section("admin"), _admin_token))
     tls = _tls(r.section("tls"), base_dir)
     websocket = _websocket(r.section("websocket"))
@@ -365,13 +374,16 @@ def _registrar(r: "_Reader") -> RegistrarConfig:
     store = r.string("store", "sqlite", non_empty=True)
     if store not in ("sqlite", "memory"):
         raise ConfigError(r.msg("store", "must be \"sqlite\" or \"memory\""))
+    nat = r.string("nat", "auto", non_empty=True)
+    if nat not in ("auto", "always", "never"):
+        raise ConfigError(r.msg("nat", "must be \"auto\", \"always\" or \"never\""))
     r.finish()
     return RegistrarConfig(min_expires=min_e, max_expires=max_e, default_expires=default_e,
-                           store=store)
+                           store=store, nat=nat)
 
 
 def _auth(r: "_Reader") -> AuthConfig:
-    algorithms = r.str_list("algorithms", ["MD5", "SHA-256"], non_empty=True)
+    algorithms = r.str_list("algorithms", ["MD5"], non_empty=True)
     out = []
     for i, a in enumerate(algorithms):
         up = a.strip().upper()
@@ -386,8 +398,10 @@ def _auth(r: "_Reader") -> AuthConfig:
     lockout = r.number("lockout_seconds", 300, minimum=0)
     nonce_lifetime = r.number("nonce_lifetime", 300, minimum=1)
     enabled = r.boolean("enabled", True)
+    check_uri = r.boolean("check_uri", False)
     r.finish()
-    return AuthConfig(enabled=enabled, algorithms=out, max_failures=max_failures, lockout_seconds=lockout, nonce_lifetime=nonce_lifetime)
+    return AuthConfig(enabled=enabled, algorithms=out, max_failures=max_failures, lockout_seconds=lockout, nonce_lifetime=nonce_lifetime,
+                      check_uri=check_uri)
 
 
 def _transport(r: "_Reader") -> TransportConfig:
@@ -395,6 +409,14 @@ def _transport(r: "_Reader") -> TransportConfig:
     idle = r.number("tcp_idle_timeout", 600, minimum=1)
     r.finish()
     return TransportConfig(max_message_size=size, tcp_idle_timeout=idle)
+
+
+def _log(r: "_Reader") -> LogConfig:
+    messages = _log_messages(r)
+    level = r.choice("level", "info", LOG_LEVELS)
+    fmt = r.choice("format", "text", LOG_FORMATS)
+    r.finish()
+    return LogConfig(messages=messages, level=level, format=fmt)
 
 
 def _tls(r: "_Reader", base_dir: str) -> TLSConfig:
@@ -488,6 +510,13 @@ class _Reader:
             raise ConfigError(self.msg(name, "must be a string, not %s" % _type_name(value)))
         if non_empty and not value.strip():
             raise ConfigError(self.msg(name, "must not be empty"))
+        return value
+
+    def choice(self, name: str, default: str, allowed: Tuple[str, ...]) -> str:
+        value = self.string(name, default)
+        if value not in allowed:
+            raise ConfigError(self.msg(name, "must be one of %s, not %r"
+                                       % (", ".join('"%s"' % a for a in allowed), value)))
         return value
 
     def boolean(self, name: str, default: bool) -> bool:
