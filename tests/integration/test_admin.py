@@ -21,6 +21,18 @@ from tests.transport.test_ws import WSClient, raw_handshake
 TOKEN = "admin-test-token-0123456789"
 
 
+def register_outbound(server, tmp_path, user, port):
+    """`user` registers over TCP as an RFC 5626 (outbound) client does: its binding lives as
+    long as its connection."""
+    path = tmp_path / "register_outbound.xml"
+    path.write_text((SCENARIOS / "register.xml").read_text().replace(
+        "Contact: <sip:[service]@[local_ip]:[contact_port][contact_params]>",
+        'Contact: <sip:[service]@[local_ip]:[contact_port];transport=tcp>'
+        ';+sip.instance="<urn:uuid:5e0f1c2a-4f1d-4a51-9d2e-0a1b2c3d4e5f>";reg-id=1\n'
+        "      Supported: outbound, path"))
+    return register(server, tmp_path, user, port, transport="t1", scenario=path)
+
+
 def admin_server(start_server, token: Optional[str] = TOKEN, **overrides):
     port = free_port()
     extra: Dict[str, Any] = {"listen": {"admin": ["127.0.0.1:%d" % port]}}
@@ -182,7 +194,11 @@ def test_snapshot_and_api_after_sipp_registrations(start_server, tmp_path):
     admin = Admin(server)
     snapshot = admin.snapshot
     by_aor = {r["aor"]: r for r in snapshot["registrations"]}
-    assert set(by_aor) == {"sip:alice@" + DOMAIN}  # bob's TCP connection closed with SIPp
+    assert set(by_aor) == {"sip:alice@" + DOMAIN, "sip:bob@" + DOMAIN}
+    b = by_aor["sip:bob@" + DOMAIN]
+    assert b["contact"] == "sip:bob@127.0.0.1:%d;transport=tcp" % bob
+    assert b["flow"]["transport"] == "tcp" and b["flow"]["remote"].startswith("127.0.0.1:")
+    assert 590 <= b["expires"] <= 600
     a = by_aor["sip:alice@" + DOMAIN]
     assert a["contact"] == "sip:alice@127.0.0.1:%d;line=1" % alice
     assert a["flow"] == {"transport": "udp", "local": server.address,
@@ -193,22 +209,24 @@ def test_snapshot_and_api_after_sipp_registrations(start_server, tmp_path):
     assert "alice-secret" not in text and "bob-secret" not in text
     for key in ("dialogs", "transactions", "connections", "counters", "messages"):
         assert key in snapshot
-    assert snapshot["counters"]["registrations"] == 1
+    assert snapshot["counters"]["registrations"] == 2
     assert snapshot["counters"]["registrations_added"] >= 2
     assert any(m["method"] == "REGISTER" and m["direction"] == "in"
                for m in snapshot["messages"])
     admin.close()
 
     regs = api(server, "/api/registrations")["registrations"]
-    assert [r["aor"] for r in regs] == ["sip:alice@" + DOMAIN]
+    assert [r["aor"] for r in regs] == ["sip:alice@" + DOMAIN, "sip:bob@" + DOMAIN]
     assert regs[0]["user_agent"] is None or isinstance(regs[0]["user_agent"], str)
-    assert api(server, "/api/registrations?user=bob") == {"registrations": []}
+    assert [r["contact"] for r in api(server, "/api/registrations?user=bob")["registrations"]] \
+        == ["sip:bob@127.0.0.1:%d;transport=tcp" % bob]
     assert len(api(server, "/api/registrations?user=alice")["registrations"]) == 1
+    assert api(server, "/api/registrations?user=carol") == {"registrations": []}
 
     code, kind, body = http(server.admin_port, "/metrics")
     assert code == 200 and kind.startswith("text/plain")
     text = body.decode()
-    assert "reticulum_registrations 1.0" in text
+    assert "reticulum_registrations 2.0" in text
     assert 'reticulum_messages_total{direction="in",method="REGISTER",status_class="request"}' \
         in text
     assert 'reticulum_messages_total{direction="out",method="REGISTER",status_class="2xx"}' in text
@@ -216,13 +234,12 @@ def test_snapshot_and_api_after_sipp_registrations(start_server, tmp_path):
     assert "reticulum_admin_events_dropped_total 0.0" in text
 
 
-def test_a_tcp_registration_is_seen_as_a_connection_while_it_lasts(start_server, tmp_path):
+def test_an_outbound_registration_lasts_as_long_as_its_connection(start_server, tmp_path):
     server = admin_server(start_server)
     admin = Admin(server)
     admin.subscribe(types=["connection", "registration"])
     port = free_port()
-    assert register(server, tmp_path, "bob", port, transport="t1",
-                    contact_params=";transport=tcp").ok
+    assert register_outbound(server, tmp_path, "bob", port).ok
     opened = admin.until(lambda e: e["type"] == "connection" and e["action"] == "opened")
     added = admin.until(lambda e: e["type"] == "registration" and e["action"] == "added")
     assert added["flow"]["transport"] == "tcp" and added["user"] == "bob"

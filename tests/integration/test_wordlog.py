@@ -7,7 +7,7 @@ import time
 
 from tests.integration.harness import free_port
 from tests.integration.sipclient import DOMAIN, register
-from tests.integration.test_admin import sipp_call
+from tests.integration.test_admin import register_outbound, sipp_call
 
 
 def wait_log(server, pattern: str, timeout: float = 15.0) -> "re.Match":
@@ -32,10 +32,10 @@ def test_registrations_in_words(start_server, tmp_path):
                      r" for 600 s" % (port, port))
     assert register(server, tmp_path, "alice", port, expires=0).ok
     wait_log(server, r"alice unregistered sip:alice@127\.0\.0\.1:%d;line=1" % port)
-    # bob over TCP: SIPp closes its connection when it is done, and the binding goes with it
+    # bob over TCP as an outbound client: SIPp closes its connection when it is done, and
+    # the binding goes with it
     tcp = free_port()
-    assert register(server, tmp_path, "bob", tcp, transport="t1",
-                    contact_params=";transport=tcp").ok
+    assert register_outbound(server, tmp_path, "bob", tcp).ok
     wait_log(server, r"bob registered sip:bob@127\.0\.0\.1:%d;transport=tcp \(tcp 127\.0\.0\.1:%d\)"
              % (tcp, tcp))
     wait_log(server, r"connection from 127\.0\.0\.1 closed: 1 binding removed")
