@@ -186,6 +186,10 @@ class _Root(resource.Resource):
         self.putChild(b"", _Index())
 
     def getChildWithDefault(self, path, request):
+        # URLs may carry the token: never in a Referer; the page is never framed
+        request.setHeader(b"referrer-policy", b"no-referrer")
+        request.setHeader(b"x-frame-options", b"DENY")
+        request.setHeader(b"x-content-type-options", b"nosniff")
         if path == b"healthz" and not request.postpath:
             return _Healthz()
         page = path in (b"", b"static")

@@ -147,6 +147,10 @@ def test_nothing_answers_without_the_token_but_healthz(start_server):
     assert http(port, "/api/status")[0] == 200
     assert http(port, "/api/status", header=False)[0] == 200
     assert http(port, "/static/app.js", cookie=TOKEN, token=None)[0] == 200
+    with urllib.request.urlopen("http://127.0.0.1:%d/?token=%s" % (port, TOKEN)) as page:
+        assert page.headers["Referrer-Policy"] == "no-referrer"
+        assert page.headers["X-Frame-Options"] == "DENY"
+        assert b"static/app.js" in page.read()
     # WebSocket handshakes: refused without it, accepted with it
     for path in ("/events", "/events?token=wrong", "/events?token="):
         head = raw_handshake(port, protocol=None, path=path)
