@@ -24,6 +24,9 @@ class _Live:
     def __init__(self, hub: Any):
         self.hub = hub
 
+    def describe(self):
+        return []  # nothing to read before the first scrape
+
     def collect(self):
         hub = self.hub
         gauges = hub.gauges()
