@@ -15,7 +15,7 @@ from collections import deque
 from typing import Any, Dict, List, Optional
 
 from reticulum.admin.metrics import Metrics
-from reticulum.sip import Request
+from reticulum.sip import Request, parse
 from reticulum.wordlog import aor_user
 
 __all__ = ["Hub", "RAW_LIMIT", "RECENT_MESSAGES"]
@@ -71,6 +71,7 @@ class Hub:
         self.metrics = metrics if metrics is not None else Metrics(self)
         self._user_agents: Dict[tuple, Optional[str]] = {}  # (aor, contact) -> User-Agent
         self._register_ua: Optional[str] = None  # of the REGISTER being handled
+        self._message_counters: Dict[tuple, Any] = {}  # labels -> prometheus child
         self._describe = {
             "message": self._message, "registration": self._registration,
             "dialog": self._dialog, "transaction": self._transaction,
@@ -93,23 +94,60 @@ class Hub:
         for client in tuple(self.clients):
             client.offer(out)
 
+    def recent_messages(self) -> List[Dict[str, Any]]:
+        """The last messages as events (those kept undescribed are described now)."""
+        out = []
+        for item in self.recent:
+            if isinstance(item, tuple):
+                item = self._describe_later(*item)
+                if item is None:
+                    continue
+            out.append(item)
+        return out
+
     def dropped(self, count: int) -> None:
         """A client's queue overflowed by `count` events."""
         self.counters["events_dropped"] += count
         self.metrics.dropped.inc(count)
 
-    def _message(self, event) -> Dict[str, Any]:
+    def _message(self, event) -> Optional[Dict[str, Any]]:
         message = event["message"]
         flow = event["flow"]
         direction = event["direction"]
         self.counters["messages_" + direction] += 1
-        cseq = message.cseq
         is_request = isinstance(message, Request)
-        method = message.method if is_request else cseq.method
-        self.metrics.messages.labels(direction, method, _status_class(message)).inc()
+        method = message.method if is_request else message.cseq.method
+        key = (direction, method, _status_class(message))
+        counter = self._message_counters.get(key)
+        if counter is None:
+            counter = self.metrics.messages.labels(*key)
+            if len(self._message_counters) < 1024:  # methods come from the wire
+                self._message_counters[key] = counter
+        counter.inc()
         if is_request and method == "REGISTER" and direction == "in":
             self._register_ua = message.get("User-Agent")
         raw = message.to_bytes()
+        if not self.clients:
+            # nobody watches now: keep the bytes, describe them if a client asks for them
+            self.recent.append((event["time"], direction, flow, raw))
+            return None
+        return self._describe_message(message, direction, flow, raw)
+
+    def _describe_later(self, time: float, direction: str, flow, raw: bytes):
+        try:
+            message = parse(raw, stream=True)
+        except Exception:
+            return None
+        out = self._describe_message(message, direction, flow, raw)
+        out["type"] = "message"
+        out["time"] = time
+        return out
+
+    @staticmethod
+    def _describe_message(message, direction: str, flow, raw: bytes) -> Dict[str, Any]:
+        is_request = isinstance(message, Request)
+        cseq = message.cseq
+        method = message.method if is_request else cseq.method
         from_, to = message.from_, message.to
         via = message.via
         out = {
@@ -166,11 +204,13 @@ class Hub:
         out["action"] = action
         return out
 
-    def _transaction(self, event) -> Dict[str, Any]:
+    def _transaction(self, event) -> Optional[Dict[str, Any]]:
         action = event["action"]
         if action == "created":
             self.counters["transactions"] += 1
             self.metrics.transactions.labels(event["side"]).inc()
+        if not self.clients:
+            return None
         out = self.transaction(event["transaction"], event["side"])
         out["action"] = action
         return out
@@ -311,5 +351,5 @@ class Hub:
             "connections": self.connections(),
             "users": self.users(),
             "counters": self.all_counters(),
-            "messages": list(self.recent),
+            "messages": self.recent_messages(),
         }
