@@ -15,13 +15,16 @@ from twisted.logger import Logger
 
 from reticulum import events
 from reticulum.dialog import DialogTracker
-from reticulum.dns import RELIABLE, Target, is_ip
+from reticulum.dns import RELIABLE, NoLookup, Resolver, Target, is_ip
 from reticulum.proxy import Proxy
-from reticulum.sip import ParseError, Request, make_response, parse
+from reticulum.sip import ParseError, Request, Response, make_response, parse
 from reticulum.transaction import Timers, TransactionLayer
 
 SWEEP_INTERVAL = 30.0
 DEFAULT_SIP_PORT = 5060
+#: the largest UDP payload over IPv4 (65,535 less the IP and UDP headers); IPv6 allows 20 more
+MAX_UDP_PAYLOAD = 65507
+MAX_UDP6_PAYLOAD = 65527
 
 
 @functools.lru_cache(maxsize=64)
@@ -47,7 +50,8 @@ class Core:
 
     log = Logger()
 
-    def __init__(self, config, clock, transports, location=None, accounts=None):
+    def __init__(self, config, clock, transports, location=None, accounts=None, resolver=None,
+                 lookup=None):
         self.config = config
         self.clock = clock
         self.transports = transports
@@ -61,6 +65,10 @@ class Core:
         self.dialogs = DialogTracker(clock, session_lifetime=config.dialog.session_lifetime)
         self.location = location if location is not None else self._make_location()
         self.accounts = accounts if accounts is not None else self._make_accounts()
+        self.public_name = getattr(getattr(config, "server", None), "public_name", None)
+        # DNS: `lookup` asks (the service's thread pool), the resolver decides (RFC 3263)
+        self.resolver = resolver if resolver is not None else \
+            self.make_resolver(lookup if lookup is not None else NoLookup())
         self.proxy = Proxy(self)
         self._sweeper = None
         self._local_addresses: set[tuple[str, int]] | None = None
@@ -79,6 +87,15 @@ class Core:
         if self.config.registrar.store == "memory":
             return MemoryLocation()
         return SqliteLocation(self._database_path(), clock=self.clock)
+
+    def make_resolver(self, lookup):
+        """RFC 3263 over `lookup` (DNS), for the transports and address families we send on."""
+        dns = self.config.dns
+        listening = self.transports.listening
+        transports = {point.transport for point in listening} or {"udp"}
+        families = ("A", "AAAA") if any(":" in point.host for point in listening) else ("A",)
+        return Resolver(lookup, self.clock, static=dns.static, transports=transports,
+                        families=families, timeout=dns.timeout)
 
     def _make_accounts(self):
         from reticulum.accounts import AccountStore
@@ -117,6 +134,8 @@ class Core:
             for point in self.transports.listening:
                 found.add((point.host, point.port))
                 found.add((advertised_host(point.host), point.port))
+                if self.public_name:
+                    found.add((self.public_name, point.port))
             self._local_addresses = found
         return self._local_addresses
 
@@ -160,15 +179,33 @@ class Core:
             uri.host, uri.port, uri.params.get("transport")
         )
 
-    def listening_point(self, transport: str, family_host: str | None = None):
-        """Our listening point for sending over `transport` (same address family as the peer)."""
-        v6 = family_host is not None and ":" in family_host
-        key = (transport, v6)
+    def listening_point(self, transport: str, family_host: str | None = None, local=None):
+        """Our listening point for sending over `transport`, as we name it to peers (its host
+        is `[server] public_name` when set): the one a flow's `local` address is, else one of
+        the peer's address family. Several addresses may listen for one transport."""
+        key = (transport, local) if local is not None else \
+            (transport, family_host is not None and ":" in family_host)
         try:
             return self._points[key]
         except KeyError:
-            point = self._points[key] = self._find_listening_point(transport, v6)
-            return point
+            pass
+        point = None
+        if local is not None:
+            for candidate in self.transports.listening:
+                if candidate.transport == transport and \
+                        (candidate.host, candidate.port) == tuple(local):
+                    point = candidate
+                    break
+        if point is None and local is not None:
+            point = self.listening_point(transport, family_host)  # named already
+        else:
+            if point is None:
+                point = self._find_listening_point(transport, key[1])
+            if point is not None and self.public_name:
+                point = type(point)(point.transport, self.public_name, point.port)
+        if len(self._points) < 256:
+            self._points[key] = point
+        return point
 
     def _find_listening_point(self, transport: str, v6: bool):
         fallback = None
@@ -303,6 +340,11 @@ class Core:
     def send_message(self, message, dest) -> bool:
         """Serialize and send to a flow or a Target; False when it could not leave."""
         data = message.to_bytes()
+        if len(data) > MAX_UDP_PAYLOAD and dest.transport == "udp":
+            limit = MAX_UDP6_PAYLOAD if ":" in (
+                dest.host if isinstance(dest, Target) else dest.remote[0]) else MAX_UDP_PAYLOAD
+            if len(data) > limit:
+                return self._too_large_for_udp(message, len(data), dest)
         if isinstance(dest, Target):
             if dest.host in ("255.255.255.255",) or not is_ip(dest.host):
                 self.log.warn("Refusing to send to {host}", host=dest.host)
@@ -320,6 +362,10 @@ class Core:
                     self._udp_flows[key] = flow
                 elif flow is None:
                     self._udp_flows.pop(key, None)
+            elif dest.name is not None and dest.transport == "tls":
+                # RFC 5922: the peer's certificate must name the SIP domain we looked up
+                flow = self.transports.send_to(data, "tls", dest.host, dest.port,
+                                               server_name=dest.name)
             else:
                 flow = self.transports.send_to(data, dest.transport, dest.host, dest.port)
             ok = flow is not None
@@ -336,6 +382,25 @@ class Core:
         if ok:
             self._log_out(message, flow)
         return ok
+
+    def _too_large_for_udp(self, message, size: int, dest) -> bool:
+        """What cannot fit in one datagram is never dropped in silence (RFC 3261 §18.1.1).
+
+        A request fails at once (its branch ends with 503, the caller gets 500); a response is replaced
+        by a 513 with the same Via, From, To, Call-ID and CSeq, so the client hears something.
+        Nothing switches to TCP on its own: the Via names UDP, and a phone that reached us over
+        UDP (behind NAT, say) may take no connection; large messages need a TCP registration."""
+        peer = _peer((dest.host, dest.port) if isinstance(dest, Target) else dest.remote)
+        self.log.warn("{what} {call_id} to udp {peer} is {size} bytes, too large for UDP",
+                      what=_describe(message), call_id=message.get("Call-ID"), peer=peer,
+                      size=size)
+        if isinstance(message, Request) or message.status == 513:
+            return False
+        reply = Response(513, "Message Too Large")
+        for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+            for value in message.get_all(name):
+                reply.add(name, value)
+        return self.send_message(reply, dest)
 
     # -- logging -------------------------------------------------------------------------------
 

@@ -231,6 +231,7 @@ class ReticulumService(MultiService):
         self.twistd_options: Any = None
         self.transports: Optional[Transports] = None
         self.core: Any = None
+        self.dns: Any = None  # the DNS lookup and its thread pool
         self._started = False
         self.admin: Any = None  # reticulum.admin.AdminService when [listen] admin is set
         self._word_log: Any = None
@@ -262,8 +263,13 @@ class ReticulumService(MultiService):
 
         raise_open_files_limit()
 
+        from reticulum.dns.lookup import ThreadedLookup
+
         transports = Transports(config, reactor=self.reactor)
-        core = Core(config, clock=self.reactor, transports=transports)
+        self.dns = ThreadedLookup(self.reactor, nameservers=config.dns.nameservers,
+                                  timeout=config.dns.timeout)
+        core = Core(config, clock=self.reactor, transports=transports, lookup=self.dns)
+        self.dns.start()
         transports.attach(core)
         self.transports = transports
         self.core = core
@@ -347,6 +353,9 @@ class ReticulumService(MultiService):
         def stop_own(_: Any) -> Any:
             transports, core = self.transports, self.core
             self._started = False
+            if self.dns is not None:
+                self.dns.stop()
+                self.dns = None
             inner = self._stop_watchers()
             if transports is not None:
                 inner.addCallback(lambda _: transports.stop())

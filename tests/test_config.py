@@ -135,6 +135,9 @@ def test_defaults():
     assert c.auth.nonce_lifetime == 300
     assert c.transport.max_message_size == 65535
     assert c.transport.tcp_idle_timeout == 600
+    assert c.transport.max_connections_per_ip == 64
+    assert c.transport.max_connections is None  # derived from the open-files limit at start
+    assert c.transport.head_timeout == 30
     assert c.log.messages == "summary"
     assert c.log.level == "info" and c.log.format == "text"
     assert c.admin.token is None
@@ -253,6 +256,9 @@ def test_duplicate_address():
         ({"auth": {"nonce_lifetime": 0}}, "auth.nonce_lifetime"),
         ({"transport": {"max_message_size": 100}}, "transport.max_message_size"),
         ({"transport": {"tcp_idle_timeout": 0}}, "transport.tcp_idle_timeout"),
+        ({"transport": {"max_connections_per_ip": 0}}, "transport.max_connections_per_ip"),
+        ({"transport": {"max_connections": 1.5}}, "transport.max_connections"),
+        ({"transport": {"head_timeout": 0}}, "transport.head_timeout"),
         ({"log": {"messages": "yes"}}, "log.messages"),
         ({"admin": {"token": "short"}}, "admin.token"),
         ({"admin": {"secret": "x"}}, "admin.secret"),
@@ -323,3 +329,47 @@ def test_log_messages_modes(value, mode):
 def test_admin_token():
     token = "0123456789abcdef0123"
     assert config_from_dict({"admin": {"token": token}}).admin.token == token
+
+
+def test_dns_proxy_and_server_sections(tmp_path):
+    path = write(tmp_path, """
+[dns]
+nameservers = ["127.0.0.1:5353", "[::1]:53"]
+timeout = 2
+
+[dns.static]
+"Home.Reticulum.Local" = "192.168.1.20:5080"
+nas = "10.0.0.2"
+
+[proxy]
+outbound_proxy = "sip:proxy.example.org:5061;transport=tls"
+
+[server]
+public_name = "SIP.example.org"
+""")
+    config = load_config(path)
+    assert config.dns.nameservers == [("127.0.0.1", 5353), ("::1", 53)]
+    assert config.dns.timeout == 2
+    assert config.dns.static == {"home.reticulum.local": ("192.168.1.20", 5080),
+                                 "nas": ("10.0.0.2", None)}
+    assert config.proxy.outbound_proxy == "sip:proxy.example.org:5061;transport=tls"
+    assert config.server.public_name == "sip.example.org"
+    defaults = config_from_dict({})
+    assert defaults.dns.nameservers == [] and defaults.dns.static == {}
+    assert defaults.proxy.outbound_proxy is None and defaults.server.public_name is None
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"dns": {"nameservers": ["ns.example.org:53"]}}, "dns.nameservers[0]"),
+    ({"dns": {"timeout": 0}}, "dns.timeout"),
+    ({"dns": {"static": {"home.lan": "somewhere"}}}, 'dns.static."home.lan"'),
+    ({"dns": {"static": {"bad name": "10.0.0.1"}}}, "dns.static"),
+    ({"dns": {"static": {"home.lan": 5060}}}, 'dns.static."home.lan"'),
+    ({"dns": {"colour": 1}}, "dns.colour"),
+    ({"proxy": {"outbound_proxy": "http://example.org"}}, "proxy.outbound_proxy"),
+    ({"proxy": {"outbound_proxy": "sip:p.example.org;transport=sctp"}}, "proxy.outbound_proxy"),
+    ({"server": {"public_name": "sip example"}}, "server.public_name"),
+])
+def test_bad_dns_proxy_server_values_name_the_key(data, key):
+    message = error_of(data)
+    assert key in message and "\n" not in message

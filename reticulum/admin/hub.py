@@ -228,11 +228,11 @@ class Hub:
         action = event["action"]
         self.counters["auth_failures" if action == "failure" else "auth_lockouts"] += 1
         self.metrics.auth.labels(action).inc()
-        if action == "failure":
-            return {"action": action, "user": event.get("user"), "address": event.get("address")}
-        return {"action": action, "kind": event.get("kind"), "who": event.get("who"),
-                "user": event.get("who") if event.get("kind") == "user" else None,
-                "seconds": event.get("seconds")}
+        out = {"action": action, "user": event.get("user"), "address": event.get("address")}
+        if action == "lockout":
+            out["kind"] = event.get("kind")  # what is refused: a source, or a source for a user
+            out["seconds"] = event.get("seconds")
+        return out
 
     # -- views of the core's tables
 

@@ -38,6 +38,7 @@ from twisted.logger import Logger
 
 from reticulum import events
 from reticulum.transport.base import Flow, ListeningPoint, _hostport
+from reticulum.transport.limits import ConnectionLimits, GuardFactory, RESERVED_FILES, default_max_connections, open_files_limit
 from reticulum.transport.tcp import PendingConnection, StreamClientFactory, StreamProtocol, StreamServerFactory
 from reticulum.transport.udp import MAX_DATAGRAM, UDPProtocol
 
@@ -93,6 +94,12 @@ class Transports:
         self.max_message_size: int = config.transport.max_message_size
         self.idle_timeout: float = config.transport.tcp_idle_timeout
         self.connect_timeout: float = max(1.0, 64 * config.timers.t1)
+        self.limits = ConnectionLimits(
+            self.clock,
+            per_source=config.transport.max_connections_per_ip,
+            total=self._max_connections(config.transport.max_connections),
+            head_timeout=config.transport.head_timeout,
+        )
         self.listening: List[ListeningPoint] = []
         for name, (host, port) in config.listen.items():
             if name in SUPPORTED_LISTEN:
@@ -108,8 +115,25 @@ class Transports:
         self._ports: List[Any] = []  # twisted listening ports
         self._udp: Dict[Tuple[str, int], UDPProtocol] = {}
         self._conns: Dict[int, Any] = {}  # conn id -> StreamProtocol | PendingConnection
-        self._by_remote: Dict[Tuple[str, str, int], int] = {}  # (transport, host, port) -> conn id
+        self._by_remote: Dict[tuple, int] = {}  # (transport, host, port[, name]) -> conn id
+        self._named: Dict[int, tuple] = {}  # conn id -> its key with a verified name
         self._ids = itertools.count(1)
+        self._outgoing: set = set()  # conn ids of our connections, counted by self.limits
+
+    @staticmethod
+    def _max_connections(configured: Optional[int]) -> int:
+        """The global cap: as configured, but never more than the open-files limit allows."""
+        room = default_max_connections()
+        if configured is None:
+            return room
+        if configured > room:
+            log.warn(
+                "transport.max_connections = {configured} does not fit the open-files limit "
+                "({soft}, of which {reserved} are kept for other files): using {room}",
+                configured=configured, soft=open_files_limit(), reserved=RESERVED_FILES, room=room,
+            )
+            return room
+        return configured
 
     def attach(self, core: Any) -> None:
         """Set the core that receives messages and flow events."""
@@ -223,6 +247,7 @@ class Transports:
     def _listen_tcp(self, host: str, port: int, factory: Any = None, name: str = "tcp") -> None:
         if factory is None:
             factory = StreamServerFactory(self, "tcp")
+        factory = GuardFactory(factory, self.limits, http=name in ("ws", "wss"))
         if IReactorSocket.providedBy(self.reactor):
             s = self._bound_socket(name, host, port, socket.SOCK_STREAM)
             try:
@@ -249,6 +274,7 @@ class Transports:
         self._udp.clear()
         for conn in list(self._conns.values()):
             conn.close()
+        self.limits.stop()
         return defer.DeferredList(ds, consumeErrors=True)
 
     # ------------------------------------------------------------------
@@ -266,9 +292,12 @@ class Transports:
             return False
         return conn.write(data)
 
-    def send_to(self, data: bytes, transport: str, host: str, port: int) -> Flow:
+    def send_to(self, data: bytes, transport: str, host: str, port: int,
+                server_name: Optional[str] = None) -> Flow:
         """Send to (host, port) over ``transport``, reusing a live connection.
 
+        ``server_name``: the SIP domain a TLS peer must prove it is (RFC 5922) when
+        ``[tls] verify_peers`` is on; such a connection is reused only for that name.
         Returns the flow used.  A failure is reported later through
         ``core.flow_failed(flow)``.
         """
@@ -277,7 +306,9 @@ class Transports:
         if transport == "udp":
             return self._send_udp(data, host, port)
         if transport in ("tcp", "tls"):
-            return self._send_stream(data, transport, host, port)
+            if transport != "tls" or not self.config.tls.verify_peers:
+                server_name = None
+            return self._send_stream(data, transport, host, port, server_name)
         flow = Flow(transport, self._unbound_local(host), (host, port), next(self._ids))
         log.warn("cannot send to {flow}: transport {t} is not available", flow=str(flow), t=transport)
         self._report_failure(flow)
@@ -348,8 +379,11 @@ class Transports:
                 return (lp.host, lp.port)
         return ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
 
-    def _send_stream(self, data: bytes, transport: str, host: str, port: int) -> Flow:
-        key = (transport, host, port)
+    def _send_stream(self, data: bytes, transport: str, host: str, port: int,
+                     server_name: Optional[str] = None) -> Flow:
+        key: tuple = (transport, host, port)
+        if server_name:
+            key = key + (server_name.lower(),)
         conn_id = self._by_remote.get(key)
         if conn_id is not None:
             conn = self._conns.get(conn_id)
@@ -357,10 +391,16 @@ class Transports:
                 conn.write(data)
                 return conn.flow
         flow = Flow(transport, self._unbound_local(host, transport), (host, port), next(self._ids))
+        if not self.limits.reserve_outgoing():
+            self._report_failure(flow)
+            return flow
+        self._outgoing.add(flow.conn)
         pending = PendingConnection(flow)
         pending.queue.append(data)
         self._conns[flow.conn] = pending
         self._by_remote[key] = flow.conn
+        if server_name:
+            self._named[flow.conn] = key
         log.info(
             "{transport} connection #{conn} to {remote}: connecting",
             transport=transport,
@@ -372,7 +412,7 @@ class Transports:
             if transport == "tls":
                 from reticulum.transport import tls
 
-                factory = tls.client_factory(self, pending, self.tls_contexts(), host)
+                factory = tls.client_factory(self, pending, self.tls_contexts(), server_name or host)
             pending.connector = self.reactor.connectTCP(host, port, factory, timeout=self.connect_timeout)
         except Exception as e:
             log.warn("{flow}: cannot connect: {error}", flow=str(flow), error=e)
@@ -440,6 +480,7 @@ class Transports:
         pending.closed = True
         if self._conns.get(flow.conn) is pending:
             self._forget(flow)
+        self._release(flow.conn)
         log.info(
             "{flow}: connection failed ({reason}); {dropped} queued message(s) dropped",
             flow=str(flow),
@@ -456,9 +497,19 @@ class Transports:
 
     def _forget(self, flow: Flow) -> None:
         self._conns.pop(flow.conn, None)
+        self._release(flow.conn)
+        named = self._named.pop(flow.conn, None)
+        if named is not None and self._by_remote.get(named) == flow.conn:
+            del self._by_remote[named]
         key = (flow.transport, flow.remote[0], flow.remote[1])
         if self._by_remote.get(key) == flow.conn:
             del self._by_remote[key]
+
+    def _release(self, conn_id: int) -> None:
+        """One of our connections is over: it no longer counts against max_connections."""
+        if conn_id in self._outgoing:
+            self._outgoing.discard(conn_id)
+            self.limits.release_outgoing()
 
     def _report_failure(self, flow: Flow) -> None:
         def report() -> None:
