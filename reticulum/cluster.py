@@ -38,6 +38,7 @@ import uuid
 from collections import deque
 from typing import Any, Callable, Dict, FrozenSet, Iterable, Tuple
 
+from reticulum import events
 from reticulum.location import Binding, MemoryLocation, _emit
 
 __all__ = ["Cluster", "RedisLocation", "RedisAccounts", "share_secret_files", "SECRET_FILES",
@@ -407,8 +408,7 @@ class RedisLocation(MemoryLocation):
                     if key not in wanted and self._versions.get(key) not in unwritten:
                         binding = self.get(aor, contact)
                         if binding is not None:
-                            self._drop(binding)
-                            self._versions.pop((aor, contact), None)
+                            self._forget(binding)
             for (aor, contact), rec in wanted.items():
                 if self._versions.get((aor, contact)) not in unwritten and \
                         self._versions.get((aor, contact)) != rec.get("v"):
@@ -435,14 +435,21 @@ class RedisLocation(MemoryLocation):
                 if self._versions.get(key) == change.get("v"):
                     binding = self.get(*key)
                     if binding is not None:
-                        self._drop(binding)
+                        self._forget(binding)
                     self._versions.pop(key, None)
             elif op == "D":
                 for binding in list(self._aors.get(aor, {}).values()):
-                    self._drop(binding)
-                    self._versions.pop((aor, binding.contact), None)
+                    self._forget(binding)
         finally:
             self._applying = False
+
+    def _forget(self, binding: Binding) -> None:
+        """Drop a binding another node removed (not written back)."""
+        self._drop(binding)
+        self._versions.pop((binding.aor, binding.contact), None)
+        if events.listening:
+            events.emit("registration", action="removed", binding=binding,
+                        reason="removed by another node")
 
 
 # -- accounts --------------------------------------------------------------------------------
