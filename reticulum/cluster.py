@@ -28,6 +28,7 @@ answer REGISTER with 503 and a Retry-After.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -53,6 +54,9 @@ HEARTBEAT = 1.0
 NODE_TTL = 5.0
 #: the writer waits this long before retrying a change Redis did not take
 RETRY_DELAY = 0.5
+#: changes written in one round trip, and how long the writer lets them gather (seconds)
+BATCH = 256
+BATCH_INTERVAL = 0.01
 
 _log = logging.getLogger("reticulum.cluster")
 
@@ -175,6 +179,9 @@ class RedisLocation(MemoryLocation):
         self._log = log if log is not None else _log
         self._versions: dict = {}  # (aor, contact) -> version of the cached binding
         self._unwritten: set = set()  # versions put here and not yet in Redis
+        self._salt = uuid.uuid4().hex[:8]  # versions: unique across nodes and restarts
+        self._serial = itertools.count(1)
+        self._hurry = threading.Event()  # a flush waits: write without gathering more
         self._applying = False  # a change from Redis: not written back
         self._sweep_before: float | None = None
         self._pending: deque = deque()
@@ -224,6 +231,7 @@ class RedisLocation(MemoryLocation):
             return
         self.flush(timeout=5.0)
         self._stopping.set()
+        self._hurry.set()
         self._wake.set()
         for thread in self._threads:
             thread.join(timeout=5.0)
@@ -235,6 +243,7 @@ class RedisLocation(MemoryLocation):
             return True
         done = threading.Event()
         self._pending.append((_FLUSH, done))
+        self._hurry.set()
         self._wake.set()
         return done.wait(timeout)
 
@@ -243,13 +252,14 @@ class RedisLocation(MemoryLocation):
     def _persist_put(self, binding: Binding) -> None:
         if self._applying:
             return
-        version = uuid.uuid4().hex[:16]
+        version = "%s%x" % (self._salt, next(self._serial))
         key = (binding.aor, binding.contact)
         self._versions[key] = version
         if self._threads:
             self._unwritten.add(version)
+        owned = binding.flow_bound and binding.flow is not None and not binding.path
         self._queue((_PUT, binding.aor, binding.contact,
-                     _record(binding, self.node, version, self.own_path)))
+                     _record(binding, self.node, version, self.own_path), owned, version))
 
     def _persist_remove(self, aor: str, contact: str) -> None:
         version = self._versions.pop((aor, contact), "")
@@ -280,15 +290,23 @@ class RedisLocation(MemoryLocation):
     # -- the writer thread -------------------------------------------------------------------
 
     def _writer(self) -> None:
+        """Writes what queued up, up to BATCH changes per round trip (one pipeline), in
+        order; a batch Redis did not take is tried again (every change is idempotent)."""
         errors = _redis_errors()
         pending = self._pending
         while True:
             self._wake.wait()
             self._wake.clear()
+            # let a batch gather (a round trip per change would cost more than the change)
+            if len(pending) < BATCH and self._hurry.wait(BATCH_INTERVAL):
+                self._hurry.clear()
             while pending:
-                op = pending[0]
+                batch = list(itertools.islice(pending, BATCH))
                 try:
-                    self._write(op)
+                    pipe = self._redis.pipeline(transaction=False)
+                    for op in batch:
+                        self._add(pipe, op)
+                    pipe.execute()
                 except errors as e:
                     if self._writer_ok:
                         _emit(self._log, "warning", "cluster: Redis unreachable (%s); %d changes "
@@ -298,38 +316,37 @@ class RedisLocation(MemoryLocation):
                         return
                     continue
                 except Exception as e:  # a bad record must not stop the writer
-                    _emit(self._log, "error", "cluster: change dropped: %s" % (e,))
-                pending.popleft()
+                    _emit(self._log, "error", "cluster: %d changes dropped: %s" % (len(batch), e))
+                for op in batch:
+                    pending.popleft()
+                    if op[0] == _FLUSH:
+                        op[1].set()
+                    elif op[0] == _PUT:
+                        self._unwritten.discard(op[5])
+                self.written += len(batch)
                 self._writer_ok = True
             if self._stopping.is_set():
                 return
 
-    def _write(self, op: tuple) -> None:
+    def _add(self, pipe, op: tuple) -> None:
         kind = op[0]
         prefix = self.prefix
         if kind == _PUT:
-            _, aor, contact, record = op
-            owned = json.loads(record)["o"]
-            pipe = self._redis.pipeline(transaction=True)
+            _, aor, contact, record, owned, _version = op
             pipe.hset(prefix + "b:" + aor, contact, record)
             pipe.sadd(prefix + "aors", aor)
             if owned:
                 pipe.sadd(prefix + "owned:" + self.node, aor + "\n" + contact)
             pipe.publish(self.channel, json.dumps({"op": "p", "a": aor, "r": record,
                                                    "n": self.node}))
-            pipe.execute()
-            self._unwritten.discard(json.loads(record)["v"])
         elif kind == _DEL:
             _, aor, contact, version, before = op
             self._scripts["remove"](keys=[prefix + "b:" + aor, prefix + "aors"],
-                                    args=[contact, version, before, aor, prefix, self.node])
+                                    args=[contact, version, before, aor, prefix, self.node],
+                                    client=pipe)
         elif kind == _DEL_AOR:
             self._scripts["remove_aor"](keys=[prefix + "b:" + op[1], prefix + "aors"],
-                                        args=[op[1], prefix, self.node])
-        elif kind == _FLUSH:
-            op[1].set()
-            return
-        self.written += 1
+                                        args=[op[1], prefix, self.node], client=pipe)
 
     # -- the listener thread -----------------------------------------------------------------
 
@@ -346,11 +363,16 @@ class RedisLocation(MemoryLocation):
                     snapshot = self._snapshot(self._redis)
                     self._call_in_main(self._resync, snapshot)
                 message = pubsub.get_message(timeout=0.5)
-                if message is not None and message.get("type") == "message":
-                    change = json.loads(message["data"])
-                    if change.get("n") != self.node:
-                        self.heard += 1
-                        self._call_in_main(self._apply, change)
+                changes = []
+                while message is not None and len(changes) < BATCH:
+                    if message.get("type") == "message":
+                        change = json.loads(message["data"])
+                        if change.get("n") != self.node:
+                            changes.append(change)
+                    message = pubsub.get_message(timeout=0)
+                if changes:  # one wake-up of the reactor for all that arrived together
+                    self.heard += len(changes)
+                    self._call_in_main(self._apply_all, changes)
             except errors as e:
                 if self._listener_ok:
                     _emit(self._log, "warning", "cluster: lost Redis (%s)" % (e,))
@@ -422,6 +444,10 @@ class RedisLocation(MemoryLocation):
         binding = _binding(aor, rec)
         self.put(binding)
         self._versions[(aor, binding.contact)] = rec.get("v")
+
+    def _apply_all(self, changes: list) -> None:
+        for change in changes:
+            self._apply(change)
 
     def _apply(self, change: Dict[str, Any]) -> None:
         op = change.get("op")
