@@ -219,9 +219,14 @@ def test_restarting_redis_loses_no_binding(cluster, redis_server, tmp_path):
     node1, node2 = cluster(NODE1, "n1"), cluster(NODE2, "n2")
     bob_port = free_port()
     assert register(node1, tmp_path, "bob", bob_port, source_port=free_port()).ok
+    key = cluster.prefix + "b:sip:bob@" + DOMAIN
+    deadline = time.monotonic() + 10
+    while redis_server.client().hlen(key) != 1:  # written behind, within milliseconds
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     redis_server.kill()  # SIGKILL: only what the append-only file holds comes back
     redis_server.start()
-    assert redis_server.client().hlen(cluster.prefix + "b:sip:bob@" + DOMAIN) == 1
+    assert redis_server.client().hlen(key) == 1
     # a node started now learns bob from Redis; the running ones take REGISTER again
     node3 = cluster("127.0.0.33", "n3")
     uas = callee(tmp_path, bob_port)
