@@ -111,8 +111,8 @@ def test_the_dialog_token_opens_both_directions(tmp_path):
     core.receive_bytes(bye, CALLER)
     assert [m.method for m in to_flow(net.take(), CALLEE)] == ["BYE"]
     # ... and the local callee's request reaches the foreign caller, unchallenged
-    info = ("INFO sip:carol@192.0.2.9 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKi\r\n"
-            "Route: %s\r\nFrom: <sip:bob@%s>;tag=t1\r\nTo: <sip:carol@example.org>;tag=f1\r\n"
+    info = ("INFO sip:carol@192.0.2.9 SIP/2.0\r\n"
+            "Via: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKi\r\nRoute: %s\r\nFrom: <sip:bob@%s>;tag=t1\r\nTo: <sip:carol@example.org>;tag=f1\r\n"
             "Call-ID: call-1\r\nCSeq: 7 INFO\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
             % (record_routes[0], DOMAIN))
     core.receive_bytes(info.encode(), CALLEE)
