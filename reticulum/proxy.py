@@ -68,7 +68,13 @@ class RouteTokens:
         return base64.urlsafe_b64encode(mac).decode("ascii")  # 16 characters, no padding
 
     def valid(self, call_id: str, token) -> bool:
-        return bool(token) and hmac.compare_digest(self.token(call_id), token)
+        return bool(token) and self.valid_any(call_id, (token,))
+
+    def valid_any(self, call_id: str, tokens) -> bool:
+        """Is any of `tokens` (text from the wire) the one for this Call-ID? One MAC for all."""
+        expected = self.token(call_id).encode("ascii")
+        return any(hmac.compare_digest(expected, token.encode("utf-8", "surrogatepass"))
+                   for token in tokens)
 
     def stateless_tag(self, request: Request) -> str:
         """The To tag of an answer sent without a transaction: our prefix, so that its ACK
@@ -174,7 +180,7 @@ class Proxy:
         except ValueError:
             return MAX_BREADTH
 
-    def refuse(self, ctx: "ProxyContext", status: int, reason: str, rule: str) -> None:
+    def refuse(self, ctx: "ProxyContext", status: int, reason: str | None, rule: str) -> None:
         """Answer `status` and log the rule that refused the request (once per request)."""
         request = ctx.request
         self.log.info("Refused {method} {call_id} from {peer} with {status}: {rule}",
@@ -196,10 +202,10 @@ class Proxy:
                     and not uri.user:
                 ctx.answer_options()
             else:
-                ctx.respond(483)
+                self.refuse(ctx, 483, None, "Max-Forwards exhausted")
             return
         if self._is_loop(request):
-            ctx.respond(482)
+            self.refuse(ctx, 482, None, "loop: our own Via with this request's hash")
             return
         unsupported = [option for option in request.get_all("Proxy-Require")
                        if option.strip().lower() not in SUPPORTED_OPTIONS]
@@ -321,13 +327,11 @@ class Proxy:
         """§16.4: take our own entries off the Route set. True when one of them carried a
         valid token for this Call-ID (we record-routed this dialog)."""
         core = self.core
-        valid = False
-        tokens = self.tokens
-        call_id = request.call_id
+        given = []  # the tokens on our entries, checked with one MAC at the end
         uri = request.uri
         if core.is_us(uri) and "lr" in uri.params and request.routes:
             # A strict router put our Record-Route URI in the Request-URI (§16.4).
-            valid = tokens.valid(call_id, uri.params.get(TOKEN_PARAM))
+            given.append(uri.params.get(TOKEN_PARAM))
             routes = request.get_all("Route")
             request.uri = parse_address(routes[-1]).uri
             request.set("Route", ", ".join(routes[:-1])) if len(routes) > 1 \
@@ -335,12 +339,11 @@ class Proxy:
         # RFC 5658 double Record-Route puts two of ours on top; take off every one of ours
         routes = request.routes
         while routes and core.is_us(routes[0].uri):
-            token = routes[0].uri.params.get(TOKEN_PARAM)
-            if not valid and token is not None:
-                valid = tokens.valid(call_id, token)
+            given.append(routes[0].uri.params.get(TOKEN_PARAM))
             request.remove_first("Route")
             routes = request.routes
-        return valid
+        given = [token for token in given if token]
+        return bool(given) and self.tokens.valid_any(request.call_id, given)
 
     def _target_set(self, ctx: "ProxyContext", routes) -> list | None:
         """§16.5: one list of (uri, binding) per q-value group, tried in order."""

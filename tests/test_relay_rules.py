@@ -91,6 +91,7 @@ def test_record_route_carries_a_token_over_the_call_id(tmp_path):
 def test_forged_route_in_a_made_up_dialog_is_not_relayed(tmp_path):
     core, clock, net = make_core(tmp_path)
     for route in ("<sip:127.0.0.1:5060;lr>", "<sip:127.0.0.1:5060;lr;rtok=AAAAAAAAAAAAAAAA>",
+                  "<sip:127.0.0.1:5060;lr;rtok=%C3%A9>", "<sip:127.0.0.1:5060;lr;rtok>",
                   "<sip:127.0.0.1:5060;lr;rtok=%s>" % core.proxy.tokens.token("other-call")):
         core.receive_bytes(request("MESSAGE", "sip:victim@192.0.2.9", to="<sip:v@x.org>;tag=x",
                                    extra="Route: " + route), CALLER)
