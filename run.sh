@@ -4,6 +4,8 @@
 #   ./run.sh [twistd reticulum options]   start the server (default: --config reticulum.toml)
 #   ./run.sh test [pytest args]           run the test suite (CPython, then PyPy)
 #   ./run.sh users ...                    manage accounts (python -m reticulum.users)
+#   ./run.sh status|registrations|calls   ask the running server (python -m reticulum.control)
+#   ./run.sh --help                       all of this, then twistd reticulum's options
 #
 # Environment:
 #   RETICULUM_PYTHON=pypy3   run on PyPy (virtualenv .venv-pypy, pins in requirements-pypy.txt)
@@ -70,9 +72,10 @@ have_pypy() {
     command -v pypy3 >/dev/null 2>&1
 }
 
-# ensure_env KIND -> prints the venv folder; KIND is "cpython" or "pypy"
+# ensure_env KIND [WITH_TESTS] -> prints the venv folder; KIND is "cpython" or "pypy";
+# WITH_TESTS=1 adds the test extras
 ensure_env() {
-    local kind="$1" venv interp stamp want
+    local kind="$1" with_tests="${2:-0}" venv interp stamp want
     if [ "$kind" = pypy ]; then
         ensure_pypy
         venv=.venv-pypy
@@ -93,6 +96,7 @@ ensure_env() {
         rm -rf "$venv"
         "$interp" -m venv "$venv" >&2
     fi
+    # the server's packages, then (for `test`) the test extras, each with its own stamp
     stamp="$venv/.reticulum-stamp"
     if [ "$kind" = pypy ]; then
         want="$(env_hash "$venv/bin/python" setup.cfg pyproject.toml requirements-pypy.txt)"
@@ -100,18 +104,44 @@ ensure_env() {
         want="$(env_hash "$venv/bin/python" setup.cfg pyproject.toml)"
     fi
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-        say "installing the project into $venv"
-        rm -f "$stamp"
+        say "installing the server into $venv (first run or changed setup.cfg; about a minute)"
+        rm -f "$stamp" "$venv/.reticulum-test-stamp"
         if [ "$kind" = pypy ]; then
-            # pinned wheels that still support PyPy 3.9; never build cryptography (Rust) here
-            "$venv/bin/python" -m pip install -q --only-binary cryptography -r requirements-pypy.txt >&2
-            "$venv/bin/python" -m pip install -q --no-deps --config-settings editable_mode=compat -e . >&2
+            # pinned wheels that still support PyPy 3.9 (the test tools too); never build
+            # cryptography (Rust) here
+            pip_progress "$venv" --only-binary cryptography -r requirements-pypy.txt
+            pip_progress "$venv" --no-deps --config-settings editable_mode=compat -e .
         else
-            "$venv/bin/python" -m pip install -q --config-settings editable_mode=compat -e '.[test]' >&2
+            pip_progress "$venv" --config-settings editable_mode=compat -e .
         fi
         printf '%s\n' "$want" >"$stamp"
     fi
+    if [ "$with_tests" = 1 ] && [ "$kind" != pypy ] \
+        && [ "$(cat "$venv/.reticulum-test-stamp" 2>/dev/null)" != "$want" ]; then
+        say "installing the test tools into $venv"
+        pip_progress "$venv" --config-settings editable_mode=compat -e '.[test]'
+        printf '%s\n' "$want" >"$venv/.reticulum-test-stamp"
+    fi
     printf '%s\n' "$venv"
+}
+
+# pip_progress VENV PIP-ARGS...: pip install, saying which package it is at (pip -q is
+# silent for the whole download); pip's full output is shown when it fails
+pip_progress() {
+    local venv="$1" log rc=0
+    shift
+    log="$(mktemp)"
+    "$venv/bin/python" -m pip install --disable-pip-version-check --progress-bar off "$@" 2>&1 \
+        | tee "$log" \
+        | sed -un -e 's/^Collecting \([^ ;<>=!~]*\).*/run.sh:   fetching \1/p' \
+            -e 's/^Building wheel for \([^ ]*\).*/run.sh:   building \1/p' \
+            -e 's/^Installing collected packages: \(.*\)/run.sh:   installing \1/p' >&2 \
+        || rc=$?
+    if [ "$rc" != 0 ]; then
+        cat "$log" >&2
+    fi
+    rm -f "$log"
+    return "$rc"
 }
 
 ensure_sipp() {
@@ -140,12 +170,33 @@ ensure_test_tools() {
         say "installing node packages (npm ci)"
         npm ci --no-audit --no-fund --loglevel=error >&2
         printf '%s\n' "$lock_hash" >"$stamp"
-        rm -f tests/browser/build/jssip.js
+        rm -f tests/browser/build/jssip.js "$webphone_bundle"
     fi
     if [ ! -f tests/browser/build/jssip.js ]; then
         say "bundling JsSIP"
         sh tests/browser/build.sh >&2
     fi
+    ensure_webphone
+}
+
+# the webphone's JsSIP bundle, built from package-lock.json's jssip (git-ignored)
+webphone_bundle=reticulum/webphone/static/jssip.min.js
+
+# ensure_webphone: builds the webphone's bundle when it is missing; without npm the
+# server still starts, and says why the page at / cannot phone
+ensure_webphone() {
+    [ -f "$webphone_bundle" ] && return 0
+    if ! command -v npm >/dev/null 2>&1; then
+        say "npm is not installed: the webphone at / cannot work without its JsSIP bundle;"
+        say "install node and npm (apt-get install npm) and run ./run.sh again"
+        return 0
+    fi
+    if [ ! -x node_modules/.bin/esbuild ] || [ ! -d node_modules/jssip ]; then
+        say "installing the webphone's node packages (npm ci)"
+        npm ci --no-audit --no-fund --loglevel=error >&2 || { say "npm ci failed: the webphone stays off"; return 0; }
+    fi
+    say "bundling the webphone (JsSIP) into $webphone_bundle"
+    sh reticulum/webphone/build.sh >&2 || say "bundling failed: the webphone at / will not work"
 }
 
 want_kind() {
@@ -170,7 +221,7 @@ run_pytest() {
 cmd_test() {
     local kind venv rc=0 pypy_pass
     kind="$(want_kind)"
-    venv="$(ensure_env "$kind")"
+    venv="$(ensure_env "$kind" 1)"
     ensure_sipp
     ensure_test_tools
     say "tests on $("$venv/bin/python" -c 'import platform; print(platform.python_implementation(), platform.python_version())')"
@@ -191,7 +242,7 @@ cmd_test() {
         return "$rc"
     fi
     local pvenv prc=0
-    pvenv="$(ensure_env pypy)" || prc=$?
+    pvenv="$(ensure_env pypy 1)" || prc=$?
     if [ "$prc" = 0 ]; then
         say "tests on $("$pvenv/bin/python" -c 'import platform; print(platform.python_implementation(), platform.python_version())')"
         if [ "$#" -eq 0 ]; then
@@ -236,9 +287,44 @@ absolute_path() {
     esac
 }
 
+usage() {
+    cat <<'EOF'
+usage: ./run.sh [COMMAND] [ARGS...]
+
+Commands:
+  (none), or the options below  start the server in the foreground
+                                 (default: --config reticulum.toml)
+  test [pytest args]             run the tests (installs what they need)
+  users add|passwd|remove|list   manage accounts (./run.sh users --help)
+  status [--json]                uptime, counters, listening points of the running server
+  registrations [USER] [--json]  current registrations (bindings)
+  calls [--json]                 calls in progress
+  help, -h, --help               this text, then the server's options
+
+users, status, registrations and calls take --config PATH (default reticulum.toml,
+relative to the current folder); status, registrations and calls ask the running
+server's admin API ([listen] admin).
+
+Environment: RETICULUM_PYTHON=pypy3 (run on PyPy), RETICULUM_PYPY=0|1 (test: PyPy pass).
+
+The server's options (twistd reticulum):
+EOF
+}
+
 main() {
     local venv
     case "${1:-}" in
+        help | -h | --help)
+            usage
+            venv="$(ensure_env "$(want_kind)")"
+            "$venv/bin/twistd" reticulum --help | sed -n '/^Options:/,$p'
+            exit 0
+            ;;
+        status | registrations | calls)
+            venv="$(ensure_env "$(want_kind)")"
+            absolute_config_args "$@"
+            exec "$venv/bin/python" -m reticulum.control "${args[@]}"
+            ;;
         test)
             shift
             local rc=0
@@ -248,10 +334,12 @@ main() {
         users)
             shift
             venv="$(ensure_env "$(want_kind)")"
-            exec "$venv/bin/python" -m reticulum.users "$@"
+            absolute_config_args "$@"
+            exec "$venv/bin/python" -m reticulum.users "${args[@]}"
             ;;
         *)
             venv="$(ensure_env "$(want_kind)")"
+            ensure_webphone
             if [ "$(want_kind)" = pypy ]; then
                 # PyPy sizes its young generation from the L2 cache (1 MB on small VMs) and
                 # then collects far too often under load; 32 MB is about an L3 cache.

@@ -116,11 +116,12 @@ class Authenticator:
         realms: list[str],
         clock,
         secret: bytes,
-        algorithms=("MD5", "SHA-256"),
+        algorithms=("MD5",),
         nonce_lifetime: float = 300,
         max_failures: int = 10,
         lockout_seconds: float = 300,
         log=None,
+        check_uri: bool = False,
     ):
         if not realms:
             raise ValueError("at least one realm is needed")
@@ -135,13 +136,18 @@ class Authenticator:
         self.algorithms: tuple[str, ...] = tuple(digest.normalize_algorithm(a) for a in algorithms)
         if not self.algorithms:
             raise ValueError("no digest algorithm")
-        #: the challenges sent, in order. Clients that know only MD5 read one challenge: SIPp
-        #: the first, JsSIP the last. When MD5 leads a longer list, it closes the list too,
-        #: so both find it; clients that weigh every challenge see nothing new.
+        #: the challenges sent, in order: one per algorithm. Clients that know only MD5 read
+        #: a single challenge: SIPp the first, JsSIP the last. So MD5, when offered but not
+        #: last, closes the list too; clients that weigh every challenge (RFC 8760) still take
+        #: the first they know, so nothing changes for them.
         offered = self.algorithms
-        if len(offered) > 1 and offered[0] == "MD5":
+        if "MD5" in offered and offered[-1] != "MD5":
             offered = offered + ("MD5",)
         self.offered: tuple[str, ...] = offered
+        #: True: the digest `uri` must name the Request-URI. False (as Kamailio, OpenSIPS and
+        #: Asterisk): any `uri` will do, since the response is computed over it and nonce,
+        #: realm and nonce-count are checked all the same (SIPp names the server's address).
+        self.check_uri = bool(check_uri)
         self.nonce_lifetime = float(nonce_lifetime)
         self.max_failures = int(max_failures)
         self.lockout_seconds = float(lockout_seconds)
@@ -289,7 +295,7 @@ class Authenticator:
         issued = self._nonce_issued(nonce, realm)
         if issued is None or issued > now + CLOCK_SLACK:
             return _BAD
-        if not self._uri_matches(uri, request):
+        if self.check_uri and not self._uri_matches(uri, request):
             return _BAD
         ha1 = self.accounts.ha1(username, realm, digest.base_algorithm(algorithm))
         known = ha1 is not None

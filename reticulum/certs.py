@@ -147,22 +147,33 @@ def _write_private(path: str, data: bytes) -> None:
 
 def certificate_files(config: Any) -> Tuple[str, str]:
     """The (certificate, private key) PEM paths; see the module docstring."""
+    cert_path, key_path, _made = _certificate_files(config)
+    return cert_path, key_path
+
+
+#: certificates this process made (a daemon's checks make it before twistd forks)
+_MADE: set = set()
+
+
+def _certificate_files(config: Any) -> Tuple[str, str, bool]:
+    """certificate_files() and whether the pair was made just now (for the start-up log)."""
     tls = config.tls
     if tls.certificate or tls.private_key:
         if not (tls.certificate and tls.private_key):
             raise ValueError("[tls] certificate and private_key must be given together")
-        return tls.certificate, tls.private_key
+        return tls.certificate, tls.private_key, False
     folder = os.path.join(config.state_dir, "tls")
     cert_path = os.path.join(folder, CERT_FILENAME)
     key_path = os.path.join(folder, KEY_FILENAME)
     if os.path.exists(cert_path) and os.path.exists(key_path):
-        return cert_path, key_path
+        return cert_path, key_path, cert_path in _MADE
     os.makedirs(folder, mode=0o700, exist_ok=True)
     hosts = [host for name, (host, _port) in config.listen.items() if name in ("tls", "wss")]
     cert_pem, key_pem = make_self_signed(_host_names(config.domains), _addresses(hosts))
     _write_private(key_path, key_pem)
     _write_private(cert_path, cert_pem)
-    return cert_path, key_path
+    _MADE.add(cert_path)
+    return cert_path, key_path, True
 
 
 def _read(path: str, what: str) -> bytes:
@@ -207,9 +218,10 @@ class TLSContexts:
         _implements_trust_root(_OwnAndSystemTrust)
         self.verify_peers: bool = bool(config.tls.verify_peers)
         try:
-            self.cert_path, self.key_path = certificate_files(config)
+            self.cert_path, self.key_path, self.made = _certificate_files(config)
         except OSError as e:
-            raise ValueError("cannot make a TLS certificate: %s" % (e.strerror or e,)) from None
+            where = " in %s" % os.path.dirname(e.filename) if e.filename else ""
+            raise ValueError("cannot make a TLS certificate%s: %s" % (where, e.strerror or e)) from None
         cert_data = _read(self.cert_path, "certificate")
         key_data = _read(self.key_path, "private key")
         try:
@@ -227,6 +239,24 @@ class TLSContexts:
         self.trusted = [c.original for c in [self.certificate] + self.extra_chain]
         self._server: Any = None
         self._client_plain: Any = None
+
+    def fingerprint(self) -> str:
+        """The certificate's SHA-256 fingerprint, ``AB:CD:...`` (what phones show)."""
+        return self.certificate.original.digest("sha256").decode("ascii")
+
+    def expires(self) -> str:
+        """The certificate's notAfter as ``YYYY-MM-DD HH:MM:SS UTC``."""
+        raw = self.certificate.original.get_notAfter() or b""
+        try:
+            when = datetime.datetime.strptime(raw.decode("ascii"), "%Y%m%d%H%M%SZ")
+        except ValueError:
+            return raw.decode("ascii", "replace")
+        return when.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    def describe(self) -> str:
+        """One line for the start-up log: path, made or loaded, fingerprint, expiry."""
+        return "TLS certificate %s %s, SHA-256 %s, expires %s" % (
+            self.cert_path, "made" if self.made else "loaded", self.fingerprint(), self.expires())
 
     # -- servers
 

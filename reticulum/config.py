@@ -93,15 +93,19 @@ class RegistrarConfig:
     default_expires: int = 3600
     store: str = "sqlite"  # "sqlite" (bindings survive restarts) or "memory"
     max_contacts: int = 10  # bindings per address-of-record; more are refused (503)
+    #: when a binding is reached through its REGISTER's flow instead of its Contact:
+    #: "auto" (evident NAT), "always" or "never" (outbound and .invalid Contacts always are)
+    nat: str = "auto"
 
 
 @dataclass(frozen=True)
 class AuthConfig:
     enabled: bool = True  # off: nobody is challenged (a closed lab, a benchmark)
-    algorithms: List[str] = field(default_factory=lambda: ["MD5", "SHA-256"])
+    algorithms: List[str] = field(default_factory=lambda: ["MD5"])
     max_failures: int = 10
     lockout_seconds: float = 300
     nonce_lifetime: float = 300
+    check_uri: bool = False  # true: the digest uri must name the Request-URI
 
 
 @dataclass(frozen=True)
@@ -110,9 +114,16 @@ class TransportConfig:
     tcp_idle_timeout: float = 600
 
 
+#: ``[log] level`` values, lowest first; ``[log] format`` values.
+LOG_LEVELS = ("debug", "info", "warning")
+LOG_FORMATS = ("text", "json")
+
+
 @dataclass(frozen=True)
 class LogConfig:
     messages: bool = True
+    level: str = "info"  # the lowest level written: "debug", "info" or "warning"
+    format: str = "text"  # "text" (twistd's lines) or "json" (one object a line)
 
 
 @dataclass(frozen=True)
@@ -196,7 +207,7 @@ def config_from_dict(
     registrar = _registrar(r.section("registrar"))
     auth = _auth(r.section("auth"))
     transport = _transport(r.section("transport"))
-    log = LogConfig(messages=_done(r.section("log"), lambda s: s.boolean("messages", True)))
+    log = _log(r.section("log"))
     tls = _tls(r.section("tls"), base_dir)
     websocket = _websocket(r.section("websocket"))
     dialog = DialogConfig(
@@ -338,13 +349,16 @@ def _registrar(r: "_Reader") -> RegistrarConfig:
     if store not in ("sqlite", "memory"):
         raise ConfigError(r.msg("store", "must be \"sqlite\" or \"memory\""))
     max_contacts = r.integer("max_contacts", 10, minimum=1, maximum=1000)
+    nat = r.string("nat", "auto", non_empty=True)
+    if nat not in ("auto", "always", "never"):
+        raise ConfigError(r.msg("nat", "must be \"auto\", \"always\" or \"never\""))
     r.finish()
     return RegistrarConfig(min_expires=min_e, max_expires=max_e, default_expires=default_e,
-                           store=store, max_contacts=max_contacts)
+                           store=store, nat=nat, max_contacts=max_contacts)
 
 
 def _auth(r: "_Reader") -> AuthConfig:
-    algorithms = r.str_list("algorithms", ["MD5", "SHA-256"], non_empty=True)
+    algorithms = r.str_list("algorithms", ["MD5"], non_empty=True)
     out = []
     for i, a in enumerate(algorithms):
         up = a.strip().upper()
@@ -359,8 +373,10 @@ def _auth(r: "_Reader") -> AuthConfig:
     lockout = r.number("lockout_seconds", 300, minimum=0)
     nonce_lifetime = r.number("nonce_lifetime", 300, minimum=1)
     enabled = r.boolean("enabled", True)
+    check_uri = r.boolean("check_uri", False)
     r.finish()
-    return AuthConfig(enabled=enabled, algorithms=out, max_failures=max_failures, lockout_seconds=lockout, nonce_lifetime=nonce_lifetime)
+    return AuthConfig(enabled=enabled, algorithms=out, max_failures=max_failures, lockout_seconds=lockout, nonce_lifetime=nonce_lifetime,
+                      check_uri=check_uri)
 
 
 def _transport(r: "_Reader") -> TransportConfig:
@@ -368,6 +384,14 @@ def _transport(r: "_Reader") -> TransportConfig:
     idle = r.number("tcp_idle_timeout", 600, minimum=1)
     r.finish()
     return TransportConfig(max_message_size=size, tcp_idle_timeout=idle)
+
+
+def _log(r: "_Reader") -> LogConfig:
+    messages = r.boolean("messages", True)
+    level = r.choice("level", "info", LOG_LEVELS)
+    fmt = r.choice("format", "text", LOG_FORMATS)
+    r.finish()
+    return LogConfig(messages=messages, level=level, format=fmt)
 
 
 def _tls(r: "_Reader", base_dir: str) -> TLSConfig:
@@ -461,6 +485,13 @@ class _Reader:
             raise ConfigError(self.msg(name, "must be a string, not %s" % _type_name(value)))
         if non_empty and not value.strip():
             raise ConfigError(self.msg(name, "must not be empty"))
+        return value
+
+    def choice(self, name: str, default: str, allowed: Tuple[str, ...]) -> str:
+        value = self.string(name, default)
+        if value not in allowed:
+            raise ConfigError(self.msg(name, "must be one of %s, not %r"
+                                       % (", ".join('"%s"' % a for a in allowed), value)))
         return value
 
     def boolean(self, name: str, default: bool) -> bool:

@@ -288,15 +288,17 @@ class Core:
 
     @staticmethod
     def _stamp_via(request, flow) -> None:
-        """RFC 3261 §18.2.1 `received` and RFC 3581 `rport` on the top Via."""
+        """RFC 3261 §18.2.1 `received` and RFC 3581 `rport` on the top Via. With `rport`,
+        `received` is added even when it equals the sent-by host (RFC 3581 §4: MUST)."""
         via = request.via
         host, port = flow.remote
         changed = False
-        if via.host != host:
-            via.params["received"] = host
-            changed = True
         if "rport" in via.params:
+            via.params["received"] = host
             via.params["rport"] = str(port)
+            changed = True
+        elif via.host != host:
+            via.params["received"] = host
             changed = True
         if changed:
             request.remove_first("Via")

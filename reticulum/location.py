@@ -11,12 +11,14 @@ Times are wall-clock seconds as returned by the injected clock's ``seconds()``; 
 itself never reads a clock except :class:`SqliteLocation` at ``start()`` (to drop rows that
 lapsed while the server was down).
 
-A binding is *tied to its connection* when it arrived on a connection-oriented flow
-(tcp, tls, ws, wss) and has no Path: the only way to reach such a contact is that very
-connection (the usual NAT case, and always the case for RFC 5626 outbound registrations).
-When the connection closes (:meth:`LocationStore.flow_closed`) those bindings are removed at
-once.  Bindings with a Path are reached through the Path's first hop, so a closed
-connection does not affect them.
+A binding is *flow-bound* when the registrar found that its Contact cannot be used as
+written (RFC 5626 outbound, an ``.invalid`` host, evident NAT: see
+:func:`reticulum.registrar.flow_bound`): requests for it go back over the flow its REGISTER
+came on.  A flow-bound binding that arrived on a connection-oriented flow (tcp, tls, ws, wss)
+and has no Path is *tied to its connection*: when the connection closes
+(:meth:`LocationStore.flow_closed`) it is removed at once.  Other bindings outlive the
+connection (their Contact is reached anew); bindings with a Path are reached through the
+Path's first hop, so a closed connection does not affect them.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class Binding:
     params: str = ""  # other Contact params to echo, e.g. '+sip.instance="<urn:...>";reg-id=1'
     registered_at: float = 0.0
     reachable: bool = True  # False: its connection is known to be gone (see module doc)
+    flow_bound: bool = True  # reached through `flow`, not at `contact` (see module doc)
 
     def remaining(self, now: float) -> int:
         """Whole seconds left, rounded up (0 once lapsed)."""
@@ -101,7 +104,8 @@ class Binding:
     @property
     def tied_to_connection(self) -> bool:
         """True when the flow is a connection and it is the only way to reach the contact."""
-        return self.flow is not None and _is_connection(self.flow) and not self.path
+        return (self.flow_bound and self.flow is not None and _is_connection(self.flow)
+                and not self.path)
 
 
 def _is_connection(flow: Any) -> bool:
@@ -373,16 +377,18 @@ CREATE TABLE IF NOT EXISTS bindings (
     remote_host TEXT,
     remote_port INTEGER,
     conn INTEGER,
+    flow_bound INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (aor, contact)
 )
 """
 
 _COLUMNS = (
     "aor, contact, expires_at, q, call_id, cseq, instance, reg_id, path, params, "
-    "registered_at, transport, local_host, local_port, remote_host, remote_port, conn"
+    "registered_at, transport, local_host, local_port, remote_host, remote_port, conn, flow_bound"
 )
 
-_UPSERT = f"INSERT OR REPLACE INTO bindings ({_COLUMNS}) VALUES ({', '.join('?' * 17)})"
+_NCOLUMNS = 18
+_UPSERT = f"INSERT OR REPLACE INTO bindings ({_COLUMNS}) VALUES ({', '.join('?' * _NCOLUMNS)})"
 
 
 _NO_FLOW = (None, None, None, None, None, None)
@@ -404,22 +410,23 @@ def _row(binding: Binding) -> tuple:
         binding.params,
         float(binding.registered_at),
     )
+    bound = 1 if binding.flow_bound else 0
     if flow is None:
-        return row + _NO_FLOW
+        return row + _NO_FLOW + (bound,)
     local = flow.local
     remote = flow.remote
     return row + (flow.transport, local[0], int(local[1]), remote[0], int(remote[1]),
-                  int(flow.conn))
+                  int(flow.conn), bound)
 
 
 #: rows per INSERT statement (SQLite allows 32766 bound variables since 3.32, 999 before)
-_ROWS_PER_INSERT = 999 // 17 if sqlite3.sqlite_version_info < (3, 32) else 32766 // 17
+_ROWS_PER_INSERT = 999 // _NCOLUMNS if sqlite3.sqlite_version_info < (3, 32) else 32766 // _NCOLUMNS
 #: keys per DELETE statement
 _KEYS_PER_DELETE = 999 // 2 if sqlite3.sqlite_version_info < (3, 32) else 32766 // 2
 
 
 def _insert_sql(rows: int) -> str:
-    one = "(" + ", ".join("?" * 17) + ")"
+    one = "(" + ", ".join("?" * _NCOLUMNS) + ")"
     return f"INSERT OR REPLACE INTO bindings ({_COLUMNS}) VALUES " + ", ".join([one] * rows)
 
 
@@ -539,6 +546,9 @@ class SqliteLocation(MemoryLocation):
         try:
             db.execute("PRAGMA journal_mode=WAL").fetchall()
             db.execute(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(bindings)")}
+            if "flow_bound" not in columns:  # a file from before the column existed
+                db.execute("ALTER TABLE bindings ADD COLUMN flow_bound INTEGER NOT NULL DEFAULT 1")
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM bindings WHERE expires_at > ?", (now,)
             ).fetchall()
@@ -578,7 +588,7 @@ class SqliteLocation(MemoryLocation):
     def _from_row(self, row: tuple) -> Binding:
         (aor, contact, expires_at, q, call_id, cseq, instance, reg_id, path, params,
          registered_at, transport, local_host, local_port, remote_host, remote_port,
-         conn) = row
+         conn, bound) = row
         try:
             path_list = [str(p) for p in json.loads(path or "[]")]
         except ValueError:
@@ -606,6 +616,7 @@ class SqliteLocation(MemoryLocation):
             flow=flow,
             params=params or "",
             registered_at=float(registered_at or 0.0),
+            flow_bound=bool(bound),
         )
         if binding.tied_to_connection:
             binding.reachable = False

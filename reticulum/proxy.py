@@ -21,7 +21,7 @@ import zlib
 
 from twisted.logger import Logger
 
-from reticulum.dns import is_ip, resolve_uri
+from reticulum.dns import resolve_uri, uri_transport
 from reticulum.sip import Request, Response, make_response, parse_address, parse_uri
 
 ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "MESSAGE", "INFO",
@@ -120,6 +120,7 @@ class Proxy:
             min_expires=config.registrar.min_expires,
             max_expires=config.registrar.max_expires,
             default_expires=config.registrar.default_expires,
+            nat=config.registrar.nat,
             max_contacts=getattr(config.registrar, "max_contacts", 10),
             domain_of=core.local_domain,
             points_here=self._reaches_us,
@@ -132,6 +133,7 @@ class Proxy:
                 nonce_lifetime=config.auth.nonce_lifetime,
                 max_failures=config.auth.max_failures,
                 lockout_seconds=config.auth.lockout_seconds,
+                check_uri=config.auth.check_uri,
             )
 
     # -- requests ------------------------------------------------------------------------------
@@ -433,26 +435,35 @@ class Proxy:
         A sips: Request-URI (or `secure`: the request as it reached us had one) leaves
         only over TLS/WSS, never in clear text."""
         sips = secure or request.uri.scheme == "sips"
-        if binding is not None and binding.flow is not None and not binding.path \
-                and self._use_flow(binding.flow, request.uri):
+        flow = None
+        if binding is not None and binding.flow is not None and not binding.path:
             flow = binding.flow
-            if self.core.transports.alive(flow) and (not sips or flow.transport in ("tls", "wss")):
+            if not self.core.transports.alive(flow) or (
+                    sips and flow.transport not in ("tls", "wss")):
+                flow = None
+            elif self._use_flow(binding, request.uri):
                 return flow
         routes = request.routes
         uri = routes[0].uri if routes else request.uri
         targets = resolve_uri(uri)
         if sips or uri.scheme == "sips":
             targets = [t for t in targets if t.transport in ("tls", "wss")]
+        if not targets and flow is not None and not routes:
+            return flow  # a Contact we cannot resolve: where its REGISTER came from
         return targets[0] if targets else None
 
     @staticmethod
-    def _use_flow(flow, contact) -> bool:
-        """RFC 5626: requests go back over the registration's flow. A contact registered over
-        UDP that names an address and another transport asked to be reached there instead."""
-        if flow.transport != "udp":
+    def _use_flow(binding, contact) -> bool:
+        """RFC 3261 §16.5: requests go to the registered Contact, unless the registrar found it
+        reachable only through the REGISTER's flow (RFC 5626 outbound, `.invalid`, NAT).
+        A connection still open from the Contact's own host, for the Contact's transport, is
+        reused (phones expect it); once it closes, the Contact is connected to anew."""
+        if binding.flow_bound:
             return True
-        wanted = contact.params.get("transport")
-        return not wanted or wanted.lower() == "udp" or not is_ip(contact.host)
+        flow = binding.flow
+        if flow.transport == "udp" or not contact.is_ip():
+            return False
+        return contact.host == flow.remote[0] and uri_transport(contact) == flow.transport
 
     def prepare(self, ctx: "ProxyContext", uri, binding):
         """A copy of the request for one target, with §16.6 steps 1-8 applied; None when no
@@ -615,13 +626,18 @@ class Branch:
         self.timer_c = None
 
     def _timer_c_fired(self) -> None:
-        """§16.8: nobody answered in time. The caller hears 408; a ringing branch is CANCELled."""
+        """§16.8: nobody answered in time. The caller hears 408; a ringing branch is CANCELled.
+        A branch that heard nothing at all behaves as if its transaction got a 408: the
+        INVITE is no longer retransmitted (and there is nothing to CANCEL)."""
         self.timer_c = None
         if self.done:
             return
         if self.provisional:
             self.send_cancel()
+        client = self.client
         self.finish(make_response(self.ctx.request, 408, to_tag=self.ctx.to_tag))
+        if not self.provisional and client is not None:
+            client.terminate()
 
     def cancel(self) -> None:
         if self.done or self.request.method != "INVITE":

@@ -10,6 +10,8 @@ that fails (400, 423, 500) leaves the bindings exactly as they were.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
 import math
 import os
@@ -20,7 +22,7 @@ from typing import Any, Callable
 from reticulum.location import Binding, LocationStore, _emit
 from reticulum.sip import ParseError, Request, Response, format_date, make_response
 
-__all__ = ["Registrar", "SUPPORTED"]
+__all__ = ["Registrar", "SUPPORTED", "NAT_MODES", "flow_bound"]
 
 #: what the registrar advertises in every 200 to a REGISTER
 SUPPORTED = "outbound, path"
@@ -34,6 +36,58 @@ _TOKEN_CHARS = frozenset(
 #: Contact parameters the registrar itself answers with; the others are echoed
 _OWN_PARAMS = ("expires", "q")
 _random = random.Random(os.urandom(16))
+
+#: ``[registrar] nat``: when evident NAT makes a binding flow-bound
+NAT_MODES = ("auto", "always", "never")
+#: private (RFC 1918) and shared carrier-grade NAT (RFC 6598) networks
+_PRIVATE_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
+)
+#: Contact transports we cannot open a connection for (the client's own WebSocket only)
+_FLOW_ONLY_TRANSPORTS = ("ws", "wss")
+
+
+def _ip(host: str | None):
+    try:
+        ip = ipaddress.ip_address((host or "").strip("[]"))
+    except ValueError:
+        return None
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return mapped if mapped is not None else ip
+
+
+def _private(ip) -> bool:
+    return ip.version == 4 and any(ip in net for net in _PRIVATE_NETWORKS)
+
+
+@functools.lru_cache(maxsize=4096)  # asked at every REGISTER; ip_address() is slow
+def nat_evident(contact_host: str | None, source_host: str | None) -> bool:
+    """The Contact names a private IPv4 address (RFC 1918, RFC 6598) other than the packet's
+    source, and the source is not private: a NAT rewrote the packet on its way here. The
+    same address with another port is not NAT."""
+    contact, source = _ip(contact_host), _ip(source_host)
+    if contact is None or source is None or contact == source:
+        return False
+    return _private(contact) and not _private(source)
+
+
+def flow_bound(uri: Any, instance: str | None, reg_id: int | None, flow: Any,
+               nat: str = "auto") -> bool:
+    """Must requests for this Contact go back over the REGISTER's flow instead of to the
+    Contact itself (RFC 3261 §10, §16.5)? Only for RFC 5626 outbound (+sip.instance and
+    reg-id), a Contact that cannot be reached as written (an ``.invalid`` host, a WebSocket
+    transport), or NAT (``nat``: "auto" when evident, "always", "never")."""
+    if flow is None:
+        return False
+    if nat == "always" or (instance is not None and reg_id is not None):
+        return True
+    host = (getattr(uri, "host", None) or "").lower().rstrip(".")
+    if not host or host == "invalid" or host.endswith(".invalid"):
+        return True
+    if (uri.params.get("transport") or "").lower() in _FLOW_ONLY_TRANSPORTS:
+        return True
+    return nat == "auto" and nat_evident(host, flow.remote[0])
 
 
 class _Reject(Exception):
@@ -51,6 +105,7 @@ class _Change:
     """One Contact of the REGISTER, checked and ready to apply."""
 
     contact: str
+    uri: Any  # the Contact URI, parsed
     expires: int  # 0: remove
     q: float
     instance: str | None
@@ -124,6 +179,7 @@ class Registrar:
         max_expires: int = 7200,
         default_expires: int = 3600,
         log: Any = None,
+        nat: str = "auto",
         max_contacts: int = 10,
         domain_of: Callable[[Any], str | None] | None = None,
         points_here: Callable[[Any], bool] | None = None,
@@ -139,6 +195,9 @@ class Registrar:
         self.min_expires = int(min_expires)
         self.max_expires = int(max_expires)
         self.default_expires = int(default_expires)
+        if nat not in NAT_MODES:
+            raise ValueError("nat must be one of %s" % ", ".join(NAT_MODES))
+        self.nat = nat
         self.max_contacts = int(max_contacts)
         self.domain_of = domain_of if domain_of is not None else self._served_domain
         self.points_here = points_here
@@ -243,6 +302,8 @@ class Registrar:
                     flow=flow,
                     params=change.params,
                     registered_at=now,
+                    flow_bound=flow_bound(change.uri, change.instance, change.reg_id, flow,
+                                          self.nat),
                 )
             )
         if self._debug():
@@ -360,7 +421,7 @@ class Registrar:
                 for name, value in params.items()
                 if name not in _OWN_PARAMS
             )
-        return _Change(str(uri), expires, q, instance, reg_id, echoed)
+        return _Change(str(uri), uri, expires, q, instance, reg_id, echoed)
 
     @staticmethod
     def _check_order(binding: Binding, call_id: str, cseq: int) -> None:

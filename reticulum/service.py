@@ -4,21 +4,27 @@
 twistd: in ``privilegedStartService``, before the reactor runs and before
 privileges are dropped) it
 
-1. creates ``state_dir``,
+1. creates ``state_dir`` and checks that it can write there (``check_state_dir``),
 2. builds the flow table (``Transports``) and the ``Core``,
 3. calls ``core.start()`` (stores load),
 4. binds every configured listening address.
 
 A listening address that cannot be bound is reported as one line
 ``reticulum: cannot listen on udp 0.0.0.0:5060: address already in use`` on
-stderr and the process exits with status 1 before the server runs.  On stop
+stderr and the process exits with status 1 before the server runs; so is a
+``state_dir`` it cannot write or a TLS file it cannot read.  Under twistd without ``-n``
+the plugin runs the same checks (``preflight``) before twistd forks, while the terminal
+is still there.  On stop
 the listening sockets and connections are closed and ``core.stop()`` is
 called (stores flush).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
+import sqlite3
 import sys
 from typing import Any, Optional
 
@@ -26,6 +32,8 @@ from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from reticulum import __version__
+from reticulum.config import format_hostport
 from reticulum.transport import BindError, Transports
 
 __all__ = ["ReticulumService", "StartupError", "make_service"]
@@ -79,6 +87,124 @@ class StartupError(Exception):
     """The server cannot start; the message says why."""
 
 
+# ---------------------------------------------------------------------------
+# start-up checks: one line naming the path or address instead of a traceback
+
+DATABASE = "reticulum.sqlite3"
+
+
+def _reason(e: OSError) -> str:
+    if e.errno == errno.EADDRINUSE:
+        return "address already in use"
+    if e.errno == errno.EADDRNOTAVAIL:
+        return "no such local address"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if e.errno == errno.EROFS:
+        return "read-only file system"
+    return e.strerror.lower() if e.strerror else str(e)
+
+
+def check_state_dir(config: Any) -> None:
+    """Make ``state_dir`` when missing and prove that a file can be made in it and that an
+    existing database is writable (SQLite would only say "unable to open database file")."""
+    path = config.state_dir
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise StartupError("cannot create state_dir %s: %s" % (path, _reason(e))) from None
+    if not os.path.isdir(path):
+        raise StartupError("state_dir %s is not a folder" % (path,))
+    probe = os.path.join(path, ".write-test-%d" % os.getpid())
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as e:
+        raise StartupError("state_dir %s is not writable: %s" % (path, _reason(e))) from None
+    for suffix in ("", "-wal", "-shm"):
+        db = os.path.join(path, DATABASE + suffix)
+        if os.path.exists(db) and not os.access(db, os.R_OK | os.W_OK):
+            raise StartupError("database %s is not writable: permission denied" % (db,))
+
+
+def check_tls_files(config: Any) -> None:
+    """Load (or make) the TLS certificate and key when a TLS transport is configured."""
+    if not (config.listen.tls or config.listen.wss):
+        return
+    from reticulum.certs import TLSContexts
+
+    try:
+        TLSContexts(config)
+    except ValueError as e:
+        raise StartupError(str(e)) from None
+
+
+def check_listening(config: Any) -> None:
+    """Bind every configured address once and let it go again.
+
+    twistd binds only after it has become a daemon, where an error has no terminal to go
+    to; this runs before that, so a busy port is reported where the operator is looking."""
+    for name, (host, port) in config.listen.items():
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        kind = socket.SOCK_DGRAM if name == "udp" else socket.SOCK_STREAM
+        s = socket.socket(family, kind)
+        try:
+            if family == socket.AF_INET6 and hasattr(socket, "IPV6_V6ONLY"):
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if kind == socket.SOCK_STREAM and os.name == "posix":
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+        except OSError as e:
+            raise StartupError(
+                "cannot listen on %s %s: %s" % (name, format_hostport(host, port), _reason(e))
+            ) from None
+        finally:
+            s.close()
+
+
+def preflight(config: Any) -> None:
+    """Every check that can fail before the server starts; raises StartupError."""
+    check_state_dir(config)
+    check_tls_files(config)
+    check_listening(config)
+
+
+def log_startup_summary(service: "ReticulumService") -> None:
+    """What start-up loaded, for the operator: accounts, restored bindings, the TLS
+    certificate, the admin URL (listening points are logged as they are bound)."""
+    config, core = service.config, service.core
+    from_config = len(config.users or {})
+    log.info(
+        "accounts: {accounts} ({from_config} from [users]); bindings restored: {bindings}",
+        accounts=len(core.accounts.names()),
+        from_config=from_config,
+        bindings=core.location.count(),
+    )
+    if service.transports is not None and (config.listen.tls or config.listen.wss):
+        try:
+            log.info("{certificate}", certificate=service.transports.tls_contexts().describe())
+        except Exception:  # the certificate loaded for listening; its description is a nicety
+            log.failure("cannot describe the TLS certificate")
+    for host, port in config.listen.admin:
+        log.info("admin API at {url}", url="http://%s/api/" % format_hostport(host, port))
+
+
+def install_log_observer(service: "ReticulumService", parent: Any) -> None:
+    """Give twistd's application the observer for ``[log] level`` and ``format`` (twistd
+    asks the application for an ILogObserver before it makes its own)."""
+    from twisted.logger import ILogObserver
+
+    if not hasattr(parent, "setComponent") or parent.getComponent(ILogObserver, None) is not None:
+        return
+    if service.twistd_options is None and (service.config.log.level, service.config.log.format) == ("info", "text"):
+        return  # a .tac: twistd's own observer, which knows where it was told to write
+    from reticulum.logoutput import observer_for_twistd
+
+    observer = observer_for_twistd(service.config.log, service.twistd_options)
+    if observer is not None:
+        parent.setComponent(ILogObserver, observer)
+
+
 def _fail(message: str) -> None:
     """Report a startup failure on the real stderr and exit."""
     stream = sys.__stderr__ or sys.stderr
@@ -101,6 +227,8 @@ class ReticulumService(MultiService):
         self.config = config
         self._reactor = reactor
         self.exit_on_error = exit_on_error
+        #: twistd's own options (set by the plugin): where logs go, daemon or not
+        self.twistd_options: Any = None
         self.transports: Optional[Transports] = None
         self.core: Any = None
         self._started = False
@@ -113,13 +241,20 @@ class ReticulumService(MultiService):
             self._reactor = reactor
         return self._reactor
 
+    @property
+    def daemon(self) -> bool:
+        """True under twistd without -n (the terminal is gone once we start)."""
+        options = self.twistd_options
+        return options is not None and not options.get("nodaemon", True)
+
+    def setServiceParent(self, parent: Any) -> Any:
+        install_log_observer(self, parent)
+        return MultiService.setServiceParent(self, parent)
+
     def _start(self) -> None:
         """Build and bind everything; raises StartupError."""
         config = self.config
-        try:
-            os.makedirs(config.state_dir, exist_ok=True)
-        except OSError as e:
-            raise StartupError("cannot create state_dir %s: %s" % (config.state_dir, e.strerror or e)) from None
+        check_state_dir(config)
 
         from reticulum.core import Core
 
@@ -130,7 +265,10 @@ class ReticulumService(MultiService):
         transports.attach(core)
         self.transports = transports
         self.core = core
-        core.start()
+        try:
+            core.start()
+        except sqlite3.Error as e:
+            raise StartupError("cannot open the database in state_dir %s: %s" % (config.state_dir, e)) from None
         tune_gc()
         try:
             transports.listen()
@@ -141,10 +279,12 @@ class ReticulumService(MultiService):
                 log.failure("core.stop() failed")
             raise StartupError(str(e)) from None
         log.info(
-            "Reticulum serving {domains}; state in {state_dir}",
+            "Reticulum {version} serving {domains}; state in {state_dir}",
+            version=__version__,
             domains=", ".join(config.domains),
             state_dir=config.state_dir,
         )
+        log_startup_summary(self)
 
     def _ensure_started(self) -> None:
         if self._started:
@@ -153,8 +293,12 @@ class ReticulumService(MultiService):
         try:
             self._start()
         except StartupError as e:
-            if self.exit_on_error:
+            if self.exit_on_error and not self.daemon:
                 _fail(str(e))
+            if self.daemon:
+                # twistd reports an exception to the waiting parent (which exits 1) and
+                # removes its pid file; SystemExit would leave the parent waiting for ever
+                log.critical("cannot start: {message}", message=str(e))
             raise
 
     def privilegedStartService(self) -> None:

@@ -3,11 +3,14 @@
     users add NAME [--password P]      create an account (asks twice when P is absent)
     users passwd NAME [--password P]   change a password
     users remove NAME                  delete an account
-    users list                         print the account names, one a line
+    users list                         print the account names, one a line; those that
+                                       the config's [users] table defines are marked
 
-Every command takes ``--config PATH`` (default ``reticulum.toml``). The database is the one in
-the config's ``state_dir``; a hash is stored for every served domain (each one is a realm).
-Safe while the server runs: it picks the change up within about a second.
+Every command takes ``--config PATH`` (default ``reticulum.toml``, relative to the current
+folder, as for the server). The database is the one in the config's ``state_dir``; a hash is
+stored for every served domain (each one is a realm). Safe while the server runs: it picks the
+change up within about a second. The server creates or resets the accounts of ``[users]`` at
+every start, so those come back after ``remove`` until their line is deleted.
 """
 from __future__ import annotations
 
@@ -59,13 +62,16 @@ def _ask_password(name: str) -> str:
     return first
 
 
-def _open_store(config_path: str) -> AccountStore:
+def _load(config_path: str):
     from reticulum.config import ConfigError, load_config
 
     try:
-        config = load_config(config_path)
+        return load_config(config_path)
     except ConfigError as e:
         raise UsageError(str(e)) from None
+
+
+def _open_store(config) -> AccountStore:
     os.makedirs(config.state_dir, exist_ok=True)
     store = AccountStore(os.path.join(config.state_dir, DATABASE), list(config.domains),
                          watch=False)
@@ -79,9 +85,10 @@ def run(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("add", "passwd", "remove") and not valid_name(args.name):
             raise UsageError("invalid user name %r (no blanks, @ : \" \\ < > %%)" % args.name)
-        store = _open_store(config_path)
+        config = _load(config_path)
+        store = _open_store(config)
         try:
-            return _command(store, args)
+            return _command(store, args, config)
         finally:
             store.stop()
     except UsageError as e:
@@ -92,14 +99,27 @@ def run(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _command(store: AccountStore, args) -> int:
+#: the mark ``list`` puts after an account that the config's [users] table defines
+FROM_CONFIG = "(from [users] in the config)"
+
+
+def _command(store: AccountStore, args, config) -> int:
+    defined = set(config.users or {})
     if args.command == "list":
-        for name in store.names():
-            print(name)
+        names = set(store.names()) | defined  # [users] accounts exist once the server starts
+        width = max((len(n) for n in names), default=0)
+        for name in sorted(names):
+            print(("%-*s  %s" % (width, name, FROM_CONFIG)) if name in defined else name)
         return 0
     name = args.name
     if args.command == "remove":
-        if not store.remove(name):
+        removed = store.remove(name)
+        if name in defined:
+            done = ("removed %s" % name) if removed else ("%s is not stored yet" % name)
+            print("%s; but [users] in %s defines %s, so it comes back at the next start: "
+                  "delete its line there to remove it for good" % (done, config.path, name))
+            return 0
+        if not removed:
             raise UsageError("no account named %r" % name)
         print("removed %s" % name)
         return 0

@@ -128,19 +128,24 @@ def test_challenge_shape(authn):
     assert response.reason == "Unauthorized"
     assert response.call_id == req.call_id and str(response.cseq) == str(req.cseq)
     assert response.to.tag is None  # the transaction user adds its own tag
-    values = response.get_all("WWW-Authenticate")
-    # MD5 leads and closes the list: clients reading only the first (SIPp) or only the last
-    # (JsSIP) challenge both find the one they know
-    assert len(values) == 3
+    # one MD5 challenge by default: clients that give up on any algorithm they do not know
+    # (baresip 1.0) register too
+    (value,) = response.get_all("WWW-Authenticate")
     assert response.get_all("Proxy-Authenticate") == []
+    (params,) = challenges(response)
+    assert value.startswith('Digest realm="example.com", nonce="')
+    assert 'opaque="%s", algorithm=MD5, qop="auth"' % params["opaque"] in value
+    assert "stale" not in params
+
+
+def test_md5_leading_a_list_also_closes_it(clock):
+    # clients reading only the first (SIPp) or only the last (JsSIP) challenge both find MD5
+    authn = make_auth(clock, algorithms=("MD5", "SHA-256"))
+    response = authn.authenticate(request(), "192.0.2.10", proxy=False).response
+    values = response.get_all("WWW-Authenticate")
     first, second, last = challenges(response)
     assert [first["algorithm"], second["algorithm"], last["algorithm"]] == ["MD5", "SHA-256", "MD5"]
     assert values[0] == values[2]
-    for value, params in zip(values, (first, second)):
-        assert value.startswith('Digest realm="example.com", nonce="')
-        assert ('opaque="%s", algorithm=%s, qop="auth"' % (params["opaque"], params["algorithm"])
-                in value)
-        assert "stale" not in params
     assert first["nonce"] == second["nonce"]
 
 
@@ -148,12 +153,14 @@ def test_proxy_challenge(authn):
     result = authn.authenticate(request("INVITE", "sip:bob@example.com"), "192.0.2.10", proxy=True)
     assert result.response.status == 407
     assert result.response.get_all("WWW-Authenticate") == []
-    assert [c["algorithm"] for c in challenges(result.response, proxy=True)] == ["MD5", "SHA-256", "MD5"]
+    assert [c["algorithm"] for c in challenges(result.response, proxy=True)] == ["MD5"]
 
 
 def test_algorithm_order_follows_configuration(clock):
     authn = make_auth(clock, algorithms=("SHA-256", "MD5"))
     assert [c["algorithm"] for c in first_challenge(authn)] == ["SHA-256", "MD5"]
+    authn = make_auth(clock, algorithms=("SHA-256",))
+    assert [c["algorithm"] for c in first_challenge(authn)] == ["SHA-256"]
 
 
 def test_challenge_realm(authn):
@@ -178,15 +185,16 @@ def test_nonces_differ(authn):
 # -- success -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("index", [0, 1])
-def test_correct_credentials(authn, index):
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_correct_credentials(clock, index):
+    authn = make_auth(clock, algorithms=("MD5", "SHA-256"))
     challenge = first_challenge(authn)[index]
     result = attempt(authn, credentials(challenge))
     assert result == AuthResult(user="alice", response=None, realm="example.com")
 
 
 def test_proxy_credentials(authn):
-    challenge = first_challenge(authn, proxy=True)[1]
+    challenge = first_challenge(authn, proxy=True)[0]
     value = credentials(challenge, method="INVITE", uri="sip:bob@example.com")
     result = attempt(authn, value, proxy=True, method="INVITE", uri="sip:bob@example.com")
     assert result.user == "alice"
@@ -210,8 +218,9 @@ def test_nonce_survives_a_restart(clock):
     assert attempt(make_auth(clock), credentials(challenge)).user == "alice"
 
 
-def test_scheme_and_algorithm_are_case_insensitive(authn):
-    challenge = first_challenge(authn)[1]
+def test_scheme_and_algorithm_are_case_insensitive(clock):
+    authn = make_auth(clock, algorithms=("SHA-256",))
+    challenge = first_challenge(authn)[0]
     value = credentials(challenge, algorithm="sha-256").replace("Digest ", "digest ", 1)
     assert attempt(authn, value).user == "alice"
 
@@ -248,7 +257,8 @@ def test_with_the_account_store(clock, tmp_path):
         store.stop()
 
 
-def test_loose_uri_match(authn):
+def test_loose_uri_match(clock):
+    authn = make_auth(clock, check_uri=True)
     challenge = first_challenge(authn)[0]
     value = credentials(challenge, uri="sip:EXAMPLE.com")
     assert attempt(authn, value, uri="sip:example.com").user == "alice"
@@ -373,10 +383,33 @@ def test_algorithm_not_offered(clock):
     assert_challenge(attempt(authn, credentials(md5)))
 
 
-def test_uri_mismatch(authn):
+def test_uri_mismatch_with_check_uri(clock):
+    authn = make_auth(clock, check_uri=True)
     challenge = first_challenge(authn)[0]
     value = credentials(challenge, uri="sip:example.org")
     assert_challenge(attempt(authn, value, uri="sip:example.com"))
+
+
+def test_a_uri_other_than_the_request_uri_is_accepted_by_default(authn):
+    """SIPp names the server's address as the digest uri; the response over that uri is
+    what counts, with nonce, realm and nonce-count checked all the same."""
+    challenge = first_challenge(authn, method="INVITE", uri="sip:bob@example.com", proxy=True)[0]
+    named = "sip:192.0.2.1:5060"
+    value = credentials(challenge, method="INVITE", uri=named)
+    result = attempt(authn, value, proxy=True, method="INVITE", uri="sip:bob@example.com")
+    assert result.user == "alice"
+    # the same nonce-count again is a replay
+    assert_challenge(attempt(authn, value, proxy=True, method="INVITE",
+                             uri="sip:bob@example.com"), stale=True, proxy=True)
+    # a response computed over another uri than the one it names is wrong
+    forged = credentials(challenge, method="INVITE", uri="sip:bob@example.com", nc=2)
+    forged = forged.replace('uri="sip:bob@example.com"', 'uri="%s"' % named)
+    assert attempt(authn, forged, proxy=True, method="INVITE",
+                   uri="sip:bob@example.com").user is None
+    # and a nonce of another realm (or not ours at all) still fails
+    other = credentials(dict(challenge, realm="example.org"), method="INVITE", uri=named, nc=3)
+    assert attempt(authn, other, proxy=True, method="INVITE",
+                   uri="sip:bob@example.com").user is None
 
 
 def test_method_is_covered(authn):

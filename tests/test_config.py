@@ -128,13 +128,16 @@ def test_defaults():
     assert c.registrar.max_expires == 7200
     assert c.registrar.default_expires == 3600
     assert c.registrar.max_contacts == 10
-    assert c.auth.algorithms == ["MD5", "SHA-256"]
+    assert c.auth.algorithms == ["MD5"]
+    assert c.auth.check_uri is False
+    assert c.registrar.nat == "auto"
     assert c.auth.max_failures == 10
     assert c.auth.lockout_seconds == 300
     assert c.auth.nonce_lifetime == 300
     assert c.transport.max_message_size == 65535
     assert c.transport.tcp_idle_timeout == 600
     assert c.log.messages is True
+    assert c.log.level == "info" and c.log.format == "text"
     assert c.tls.certificate is None and c.tls.private_key is None and c.tls.verify_peers is False
     assert c.websocket.allowed_origins == [] and c.websocket.max_frame_size == 65535
     assert c.dialog.session_lifetime == 7200
@@ -164,7 +167,7 @@ def test_absolute_state_dir_kept(tmp_path):
         ({"registrar": {"min_expire": 1}}, "registrar.min_expire"),
         ({"auth": {"realm": "x"}}, "auth.realm"),
         ({"transport": {"x": 1}}, "transport.x"),
-        ({"log": {"level": "debug"}}, "log.level"),
+        ({"log": {"colour": "red"}}, "log.colour"),
         ({"tls": {"cert": "x"}}, "tls.cert"),
         ({"websocket": {"origins": []}}, "websocket.origins"),
         ({"dialog": {"lifetime": 1}}, "dialog.lifetime"),
@@ -246,10 +249,16 @@ def test_duplicate_address():
         ({"auth": {"algorithms": []}}, "auth.algorithms"),
         ({"auth": {"algorithms": ["MD5", "md5"]}}, "auth.algorithms[1]"),
         ({"auth": {"max_failures": -1}}, "auth.max_failures"),
+        ({"auth": {"check_uri": "yes"}}, "auth.check_uri"),
+        ({"registrar": {"nat": "sometimes"}}, "registrar.nat"),
+        ({"registrar": {"nat": True}}, "registrar.nat"),
         ({"auth": {"nonce_lifetime": 0}}, "auth.nonce_lifetime"),
         ({"transport": {"max_message_size": 100}}, "transport.max_message_size"),
         ({"transport": {"tcp_idle_timeout": 0}}, "transport.tcp_idle_timeout"),
         ({"log": {"messages": "yes"}}, "log.messages"),
+        ({"log": {"level": "verbose"}}, "log.level"),
+        ({"log": {"level": 10}}, "log.level"),
+        ({"log": {"format": "xml"}}, "log.format"),
         ({"tls": {"verify_peers": 1}}, "tls.verify_peers"),
         ({"tls": {"certificate": 1}}, "tls.certificate"),
         ({"websocket": {"allowed_origins": "*"}}, "websocket.allowed_origins"),
@@ -260,6 +269,11 @@ def test_duplicate_address():
 def test_bad_values_name_the_key(data, key):
     msg = error_of(data)
     assert key in msg, msg
+
+
+def test_log_level_and_format():
+    c = config_from_dict({"log": {"level": "debug", "format": "json"}})
+    assert c.log.level == "debug" and c.log.format == "json"
 
 
 def test_error_names_the_file(tmp_path):

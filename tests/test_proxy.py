@@ -454,3 +454,100 @@ def test_invite_retransmission_is_absorbed(tmp_path):
     sent = net.take()
     assert statuses(to_flow(sent, CALLER)) == [100]  # the last provisional, again
     assert not to_flow(sent, CALLEE)
+
+
+# -- Contacts, flows, RFC 3581, Timer C without an answer ---------------------------------------
+
+
+def test_received_is_added_with_rport_even_when_it_equals_the_sent_by_host(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    register(core, clock, "bob", CALLEE)
+    core.receive_bytes(request(), CALLER)  # Via: SIP/2.0/UDP 127.0.0.1:6000;rport
+    (invite,) = to_flow(net.take(), CALLEE)
+    theirs = invite.vias[1]
+    assert theirs.host == "127.0.0.1"
+    assert theirs.params.get("received") == "127.0.0.1"  # RFC 3581 §4: MUST, even when equal
+    assert theirs.params.get("rport") == "6000"
+
+
+def test_without_rport_received_only_when_the_host_differs(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    register(core, clock, "bob", CALLEE)
+    core.receive_bytes(request().replace(b";rport", b""), CALLER)
+    (invite,) = to_flow(net.take(), CALLEE)
+    assert "received" not in invite.vias[1].params
+    other = Flow("udp", PROXY, ("127.0.0.2", 6000))
+    core.receive_bytes(request(branch="z9hG4bKc9", call_id="call-9").replace(b";rport", b""),
+                       other)
+    (invite,) = to_flow(net.take(), CALLEE)
+    assert invite.vias[1].params.get("received") == "127.0.0.2"
+
+
+def put_binding(core, clock, contact, flow, bound):
+    core.location.put(Binding(aor="sip:bob@reticulum.local", contact=contact,
+                              expires_at=clock.seconds() + 3600, flow=flow,
+                              registered_at=clock.seconds(), flow_bound=bound))
+
+
+def test_requests_go_to_the_registered_contact_not_the_register_source(tmp_path):
+    """A callee registered from another port (a helper registering for a UAS) is reached at
+    its Contact (RFC 3261 §16.5)."""
+    core, clock, net = make_core(tmp_path)
+    put_binding(core, clock, "sip:bob@127.0.0.1:7005", CALLEE, bound=False)
+    core.receive_bytes(request(), CALLER)
+    sent = net.take()
+    assert not to_flow(sent, CALLEE)
+    (invite,) = [m for m, f in sent if f.remote == ("127.0.0.1", 7005)]
+    assert invite.method == "INVITE"
+
+
+def test_a_flow_bound_binding_is_reached_over_its_flow(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    put_binding(core, clock, "sip:bob@10.0.0.8:5060", CALLEE, bound=True)
+    core.receive_bytes(request(), CALLER)
+    (invite,) = to_flow(net.take(), CALLEE)
+    assert str(invite.uri) == "sip:bob@10.0.0.8:5060"
+
+
+def test_tcp_binding_reuses_its_connection_then_connects_to_the_contact(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    conn = Flow("tcp", PROXY, ("127.0.0.1", 45000), 5)
+    put_binding(core, clock, "sip:bob@127.0.0.1:7010;transport=tcp", conn, bound=False)
+    core.receive_bytes(request(), CALLER)
+    (invite,) = to_flow(net.take(), conn)  # the live connection from the Contact's host
+    assert invite.via.transport == "TCP"
+    core.flow_closed(conn)
+    net.dead.add(conn)
+    assert core.location.lookup("sip:bob@reticulum.local", clock.seconds())  # still there
+    core.receive_bytes(request(branch="z9hG4bKc2", call_id="call-2"), CALLER)
+    sent = net.take()
+    (invite,) = [m for m, f in sent if f.remote == ("127.0.0.1", 7010) and f.transport == "tcp"]
+    assert invite.method == "INVITE"
+
+
+def test_a_flow_bound_tcp_binding_goes_with_its_connection(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    conn = Flow("tcp", PROXY, ("127.0.0.1", 45000), 5)
+    put_binding(core, clock, "sip:bob@x7.invalid;transport=tcp", conn, bound=True)
+    core.flow_closed(conn)
+    assert not core.location.lookup("sip:bob@reticulum.local", clock.seconds())
+
+
+def test_timer_c_without_provisional_stops_the_invite_retransmissions(tmp_path):
+    """§16.8: a branch that heard nothing behaves as if it got a 408: the caller has its 408
+    and the callee gets no more copies of the INVITE (and no CANCEL)."""
+    core, clock, net = make_core(tmp_path, invite_timeout=3)
+    register(core, clock, "bob", CALLEE)
+    core.receive_bytes(request(), CALLER)
+    assert [m.method for m in to_flow(net.take(), CALLEE)] == ["INVITE"]
+    for _ in range(6):
+        clock.advance(0.5)
+    sent = net.take()
+    assert statuses(to_flow(sent, CALLER)) == [408]
+    assert [m.method for m in to_flow(sent, CALLEE)] == ["INVITE", "INVITE"]  # 0.5 s, 1.5 s
+    for _ in range(80):
+        clock.advance(0.5)
+    sent = net.take()
+    assert to_flow(sent, CALLEE) == []
+    assert all(s == 408 for s in statuses(to_flow(sent, CALLER)))
+    assert len(core.transactions) == 0 and not core.proxy.contexts

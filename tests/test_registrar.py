@@ -575,3 +575,130 @@ def test_unksm2_is_refused_without_crashing(registrar, store, raw):
     response = registrar.handle(parse(raw), UDP)
     assert response.status == 400
     assert store.count() == 0
+
+
+# -- Contact or flow (RFC 3261 §10, §16.5; RFC 5626) -------------------------------------------
+
+from reticulum.registrar import flow_bound, nat_evident  # noqa: E402
+from reticulum.sip import parse_uri  # noqa: E402
+
+
+@pytest.mark.parametrize("contact, source, evident", [
+    ("192.168.1.20", "203.0.113.7", True),     # RFC 1918 behind a public source
+    ("10.1.2.3", "198.51.100.1", True),
+    ("172.16.0.9", "203.0.113.7", True),
+    ("172.31.255.1", "203.0.113.7", True),
+    ("100.64.0.5", "203.0.113.7", True),       # RFC 6598 shared address space
+    ("100.127.255.254", "203.0.113.7", True),
+    ("192.168.1.20", "192.168.1.20", False),   # same address (another port is not NAT)
+    ("192.168.1.20", "10.0.0.1", False),       # both private: a LAN, routable as written
+    ("192.168.1.20", "100.64.0.1", False),
+    ("203.0.113.9", "198.51.100.1", False),    # a public Contact: reachable as written
+    ("172.32.0.1", "203.0.113.7", False),      # just outside 172.16/12
+    ("100.128.0.1", "203.0.113.7", False),     # just outside 100.64/10
+    ("127.0.0.1", "127.0.0.2", False),
+    ("phone.example.com", "203.0.113.7", False),
+    ("192.168.1.20", "::ffff:203.0.113.7", True),
+    ("fd00::1", "2001:db8::1", False),         # the rule is about IPv4 NAT
+])
+def test_nat_rule(contact, source, evident):
+    assert nat_evident(contact, source) is evident
+
+
+PUBLIC_UDP = Flow("udp", LOCAL, ("203.0.113.7", 5062))
+
+
+@pytest.mark.parametrize("contact, instance, reg_id, flow, nat, bound", [
+    ("sip:alice@192.0.2.4:5070", None, None, UDP, "auto", False),   # same IP, other port
+    ("sip:alice@198.51.100.2:5060", None, None, UDP, "auto", False),  # registered for another
+    ("sip:alice@192.168.1.20:5060", None, None, PUBLIC_UDP, "auto", True),  # NAT
+    ("sip:alice@192.168.1.20:5060", None, None, PUBLIC_UDP, "never", False),
+    ("sip:alice@192.0.2.4:5062", None, None, UDP, "always", True),
+    ("sip:alice@192.0.2.4:5062", INSTANCE, 1, UDP, "auto", True),     # RFC 5626 outbound
+    ("sip:alice@192.0.2.4:5062", INSTANCE, 1, UDP, "never", True),
+    ("sip:alice@192.0.2.4:5062", INSTANCE, None, UDP, "auto", False),  # instance alone
+    ("sip:k3j2@df7jal23ls0d.invalid;transport=ws", None, None, TCP, "never", True),
+    ("sip:alice@192.0.2.4:5062;transport=wss", None, None, TCP, "auto", True),
+    ("sip:alice@192.0.2.4:5063;transport=tcp", None, None, TCP, "auto", False),
+    ("sip:alice@10.0.0.5:5060;transport=tcp", None, None, TCP, "auto", True),  # NAT
+    ("sip:alice@10.0.0.5:5060", None, None, None, "always", False),   # no flow to use
+])
+def test_flow_bound_rule(contact, instance, reg_id, flow, nat, bound):
+    assert flow_bound(parse_uri(contact), instance, reg_id, flow, nat) is bound
+
+
+def test_a_contact_registered_from_another_port_is_not_flow_bound(registrar, store, clock):
+    registrar.handle(register("<sip:alice@192.0.2.4:5070>"), UDP)
+    (b,) = store.lookup(AOR, clock.seconds())
+    assert not b.flow_bound and b.flow == UDP
+
+
+def test_nat_modes(store, clock):
+    for nat, bound in (("auto", True), ("never", False), ("always", True)):
+        registrar = Registrar(["example.com"], store, clock, nat=nat)
+        registrar.handle(register("<sip:alice@192.168.1.20:5060>", call_id=nat), PUBLIC_UDP)
+        assert store.get(AOR, "sip:alice@192.168.1.20:5060").flow_bound is bound, nat
+    with pytest.raises(ValueError):
+        Registrar(["example.com"], store, clock, nat="sometimes")
+
+
+def test_a_tcp_binding_with_a_reachable_contact_survives_its_connection(registrar, store, clock):
+    public_tcp = Flow("tcp", LOCAL, ("203.0.113.7", 40000), 8)
+    registrar.handle(register("<sip:alice@192.0.2.4:5063;transport=tcp>", transport="TCP"), TCP)
+    registrar.handle(register("<sip:alice@192.168.1.20:5063;transport=tcp>", transport="TCP",
+                              call_id="nat"), public_tcp)
+    registrar.handle(register("<sip:alice@192.0.2.4:5064;transport=tcp>;reg-id=1;"
+                              "+sip.instance=\"%s\"" % INSTANCE, transport="TCP",
+                              supported="outbound", call_id="ob"), TCP)
+    assert [b.contact for b in registrar.flow_closed(TCP)] == [
+        "sip:alice@192.0.2.4:5064;transport=tcp"]
+    assert [b.contact for b in registrar.flow_closed(public_tcp)] == [
+        "sip:alice@192.168.1.20:5063;transport=tcp"]
+    assert [b.contact for b in store.lookup(AOR, clock.seconds())] == [
+        "sip:alice@192.0.2.4:5063;transport=tcp"]
+
+
+def test_flow_bound_survives_a_restart(tmp_path, clock):
+    store = SqliteLocation(tmp_path, clock=clock)
+    store.start()
+    registrar = Registrar(["example.com"], store, clock)
+    registrar.handle(register("<sip:alice@192.0.2.4:5063;transport=tcp>", transport="TCP"), TCP)
+    registrar.handle(register("<sip:alice@x.invalid;transport=ws>", transport="TCP",
+                              call_id="ws"), TCP)
+    store.stop()
+    store = SqliteLocation(tmp_path, clock=clock)
+    store.start()
+    try:
+        reached = store.get(AOR, "sip:alice@192.0.2.4:5063;transport=tcp")
+        assert not reached.flow_bound and reached.reachable  # its Contact is dialled anew
+        tied = store.get(AOR, "sip:alice@x.invalid;transport=ws")
+        assert tied.flow_bound and not tied.reachable  # its connection is gone
+    finally:
+        store.stop()
+
+
+def test_a_database_without_the_flow_bound_column_is_upgraded(tmp_path, clock):
+    import sqlite3
+
+    db = sqlite3.connect(str(tmp_path / "reticulum.sqlite3"))
+    db.execute(
+        "CREATE TABLE bindings (aor TEXT NOT NULL, contact TEXT NOT NULL, expires_at REAL NOT "
+        "NULL, q REAL NOT NULL, call_id TEXT NOT NULL, cseq INTEGER NOT NULL, instance TEXT, "
+        "reg_id INTEGER, path TEXT NOT NULL, params TEXT NOT NULL, registered_at REAL NOT NULL, "
+        "transport TEXT, local_host TEXT, local_port INTEGER, remote_host TEXT, remote_port "
+        "INTEGER, conn INTEGER, PRIMARY KEY (aor, contact))")
+    db.execute("INSERT INTO bindings VALUES (?, ?, ?, 1.0, 'c', 1, NULL, NULL, '[]', '', ?, "
+               "'udp', '192.0.2.1', 5060, '192.0.2.4', 5062, 0)",
+               (AOR, "sip:alice@192.0.2.4:5062", clock.seconds() + 100, clock.seconds()))
+    db.commit()
+    db.close()
+    store = SqliteLocation(tmp_path, clock=clock)
+    store.start()
+    try:
+        (b,) = store.lookup(AOR, clock.seconds())
+        assert b.flow_bound  # as every binding was before
+        Registrar(["example.com"], store, clock).handle(
+            register("<sip:alice@192.0.2.4:5070>", call_id="n"), UDP)
+        assert store.flush(5)
+    finally:
+        store.stop()

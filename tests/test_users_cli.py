@@ -132,3 +132,26 @@ def test_running_server_sees_cli_changes(config, db_path):
         assert not running.exists("alice")
     finally:
         running.stop()
+
+
+def test_list_marks_accounts_of_the_config(tmp_path):
+    path = tmp_path / "site.toml"
+    path.write_text('domains = ["example.com"]\nstate_dir = "state"\n[users]\nalice = "a-secret"\n')
+    assert users(str(path), "add", "zoe", "--password", "z").returncode == 0
+    listed = users(str(path), "list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines() == ["alice  (from [users] in the config)", "zoe"]
+
+
+def test_removing_an_account_of_the_config_says_it_comes_back(tmp_path):
+    path = tmp_path / "site.toml"
+    path.write_text('domains = ["example.com"]\nstate_dir = "state"\n[users]\nalice = "a-secret"\n')
+    assert users(str(path), "passwd", "alice", "--password", "x").returncode == 1  # not stored yet
+    assert users(str(path), "add", "alice", "--password", "x").returncode == 0
+    removed = users(str(path), "remove", "alice")
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.strip() == (
+        "removed alice; but [users] in %s defines alice, so it comes back at the next start: "
+        "delete its line there to remove it for good" % path)
+    again = users(str(path), "remove", "alice")
+    assert again.returncode == 0 and again.stdout.startswith("alice is not stored yet; but [users]")

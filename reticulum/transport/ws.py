@@ -25,8 +25,9 @@ WebSocket is never opened by the server: ``send_to`` over ws/wss fails.
 
 from __future__ import annotations
 
+import json
 import os
-from typing import TYPE_CHECKING, Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -36,6 +37,7 @@ from twisted.web import resource, server, static
 
 from reticulum.transport.base import Flow
 from reticulum.transport.framing import message_head
+from reticulum.webphone import CONTENT_TYPES, STATIC_DIR, static_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from reticulum.transport.flows import Transports
@@ -45,6 +47,7 @@ __all__ = [
     "SIPWebSocketFactory",
     "site_factory",
     "origin_allowed",
+    "static_path",
     "STATIC_DIR",
     "SUBPROTOCOL",
 ]
@@ -56,18 +59,6 @@ PING_INTERVAL = 30.0
 PING_TIMEOUT = 15.0
 OPEN_HANDSHAKE_TIMEOUT = 10.0
 CLOSE_HANDSHAKE_TIMEOUT = 2.0
-
-
-def _static_dir() -> str:
-    try:
-        from reticulum.webphone import STATIC_DIR as found
-
-        return found
-    except ImportError:  # pragma: no cover
-        return os.path.join(os.path.dirname(os.path.dirname(__file__)), "webphone", "static")
-
-
-STATIC_DIR = _static_dir()
 
 
 def _normalize_origin(origin: str) -> str:
@@ -227,11 +218,64 @@ class _WebSocketResource(WebSocketResource):
         return WebSocketResource.render(self, request)
 
 
-class _StaticFiles(static.File):
-    """The webphone's files; no directory listings."""
+#: every file revalidates (Last-Modified / If-Modified-Since): an upgraded webphone is
+#: picked up at the next load, and an unchanged one costs a 304
+CACHE_CONTROL = b"no-cache"
 
-    def directoryListing(self) -> Any:
-        return resource.ForbiddenResource()
+#: the page may talk to its own origin and to WebSockets only, and never be framed
+#: (a framed page could trick a person into granting the microphone)
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"permissions-policy", b"microphone=(self), camera=(), geolocation=()"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        b"media-src 'self' blob: mediastream:; connect-src 'self' ws: wss:; "
+        b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'",
+    ),
+)
+
+
+class _StaticFiles(resource.Resource):
+    """The webphone's files (GET and HEAD): only regular files of known types inside the
+    folder, each with its Content-Type, a revalidating cache policy and security headers.
+    A leaf: it reads the whole request path itself, so no traversal step can escape."""
+
+    isLeaf = True
+
+    def __init__(self, root: str, domains: Sequence[str] = ()) -> None:
+        resource.Resource.__init__(self)
+        self.root = root
+        #: ``/config.json``: what the page cannot learn from its origin (the SIP domains,
+        #: when it was opened by IP address); nothing secret
+        self.config_json = json.dumps({"domains": list(domains)}).encode()
+
+    def render(self, request: Any) -> Any:
+        if request.method not in (b"GET", b"HEAD"):
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b"GET, HEAD")
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"method not allowed\n"
+        if request.path == b"/config.json":
+            request.setHeader(b"content-type", CONTENT_TYPES[".json"].encode())
+            request.setHeader(b"cache-control", CACHE_CONTROL)
+            request.setHeader(b"x-content-type-options", b"nosniff")
+            return b"" if request.method == b"HEAD" else self.config_json
+        path = static_path(self.root, request.path)
+        if path is None:
+            request.setResponseCode(404)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            request.setHeader(b"x-content-type-options", b"nosniff")
+            return b"not found\n"
+        for name, value in SECURITY_HEADERS:
+            request.setHeader(name, value)
+        request.setHeader(b"cache-control", CACHE_CONTROL)
+        f = static.File(path)
+        f.type = CONTENT_TYPES[os.path.splitext(path)[1].lower()]
+        f.encoding = None
+        return f.render(request)
 
 
 def _is_upgrade(request: Any) -> bool:
@@ -250,7 +294,7 @@ class _Root(resource.Resource):
     def getChildWithDefault(self, path: bytes, request: Any) -> Any:
         if _is_upgrade(request):
             return self.ws
-        return self.files.getChildWithDefault(path, request)
+        return self.files  # a leaf that reads the whole path
 
     def render(self, request: Any) -> Any:
         if _is_upgrade(request):
@@ -271,7 +315,8 @@ def site_factory(
     """The listening factory for one ws/wss address (wss: ``contexts`` is a
     ``reticulum.certs.TLSContexts``)."""
     ws_factory = SIPWebSocketFactory(transports, transport_name, host, port)
-    root = _Root(_WebSocketResource(ws_factory), _StaticFiles(STATIC_DIR))
+    files = _StaticFiles(STATIC_DIR, transports.config.domains)
+    root = _Root(_WebSocketResource(ws_factory), files)
     site = _Site(root)
     site.displayTracebacks = False
     if transport_name == "wss":

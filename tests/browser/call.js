@@ -122,6 +122,9 @@ async function main() {
   const context = await chromium.launchPersistentContext(profile, {
     executablePath,
     headless: true,
+    // the page at / is the webphone, whose Content-Security-Policy forbids the inline
+    // script this test injects (its own JsSIP bundle)
+    bypassCSP: true,
     args: [
       '--no-sandbox',
       '--headless',

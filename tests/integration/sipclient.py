@@ -19,14 +19,17 @@ def expecting(tmp_path, name: str, status: int):
 
 
 def register(server, tmp_path, user, port, transport="u1", contact_params=";line=1",
-             expires=3600, password=None, scenario="register", auth_user=None):
-    """user@reticulum.local registers 127.0.0.1:port with SIPp (digest authenticated)."""
+             expires=3600, password=None, scenario="register", auth_user=None, source_port=None,
+             args=()):
+    """user@reticulum.local registers 127.0.0.1:port with SIPp (digest authenticated, SIPp's
+    own [authentication]), sent from `source_port` (another socket than the Contact's, as a
+    helper registering on a phone's behalf) or else from `port` itself."""
     password = password or "%s-secret" % user
     auth_user = auth_user or user
     return run_sipp(scenario, server.address, "-s", user, "-au", auth_user, "-ap", password,
                     "-key", "domain", DOMAIN, "-key", "expires", str(expires),
-                    "-key", "contact_params", contact_params, "-auth_uri", DOMAIN,
-                    transport=transport, local_port=port, cwd=tmp_path,
+                    "-key", "contact_params", contact_params, "-key", "contact_port", str(port),
+                    *args, transport=transport, local_port=source_port or port, cwd=tmp_path,
                     name="%s-%s-%d-%s" % (scenario if isinstance(scenario, str) else "reg",
                                           user, port, uuid.uuid4().hex[:6]), timeout=15)
 

@@ -52,14 +52,16 @@ def _remaining(reply: bytes, port: int) -> int:
     return int(match.group(1))
 
 
-def test_tcp_binding_stops_being_used_when_its_connection_closes(start_server):
+def test_outbound_tcp_binding_stops_being_used_when_its_connection_closes(start_server):
+    """RFC 5626 outbound (+sip.instance and reg-id): the flow is the only way to bob."""
     server = start_server(auth=NO_AUTH)
     conn = socket.create_connection((server.host, server.port), timeout=5)
     local = conn.getsockname()
     conn.sendall(build("REGISTER", "sip:" + DOMAIN, local, transport="TCP",
                        from_="<sip:bob@%s>;tag=r1" % DOMAIN, to="<sip:bob@%s>" % DOMAIN,
-                       headers=["Contact: <sip:bob@127.0.0.1:%d;transport=tcp>" % local[1],
-                                "Expires: 3600"]))
+                       headers=["Contact: <sip:bob@127.0.0.1:%d;transport=tcp;ob>;reg-id=1;"
+                                '+sip.instance="<urn:uuid:00000000-0000-1000-8000-00000000b0b0>"'
+                                % local[1], "Supported: outbound", "Expires: 3600"]))
     reply, rest = read_message(conn)
     assert status(reply) == 200
     # While the connection lives, a request for bob travels over it.
@@ -112,8 +114,10 @@ def test_bindings_survive_sigkill(start_server):
 
 
 def test_sipp_registration_over_tcp_then_gone(start_server, tmp_path):
-    """SIPp registers bob over TCP and leaves, closing the connection: a call to bob is then
-    refused with 480 at once instead of waiting for a connection that is gone."""
+    """SIPp registers bob over TCP and leaves, closing the connection. The binding stays (its
+    Contact is reachable as written), but nobody listens there any more: the call fails at
+    once (the refused connection is a 503 of that branch, a 500 upstream: §16.7, §16.9)
+    instead of waiting for a timeout."""
     from tests.integration.sipclient import expecting, register
     from tests.integration.harness import start_sipp
 
@@ -122,7 +126,7 @@ def test_sipp_registration_over_tcp_then_gone(start_server, tmp_path):
                       contact_params=";transport=tcp")
     assert result.ok, result.describe()
     started = time.monotonic()
-    call = start_sipp(expecting(tmp_path, "uac_fail", 480), server.address, "-s", "bob",
+    call = start_sipp(expecting(tmp_path, "uac_fail", 500), server.address, "-s", "bob",
                       "-key", "domain", DOMAIN, "-key", "caller", "carol@example.org",
                       cwd=tmp_path, timeout=20).wait()
     assert call.ok, call.describe()
