@@ -269,24 +269,25 @@ def test_no_spelling_of_a_local_user_goes_unchallenged(start_server, attacker):
 
 
 def test_a_phone_that_names_the_server_by_its_address(start_server, tmp_path):
-    """Issue: REGISTER to sip:<our IP> (SIPp at its defaults, with the port) and sip:<our IP>
-    (no port) binds alice@<first domain>; calls to alice@reticulum.local reach both."""
+    """REGISTER to sip:<our address>:<port> and to sip:<our address> (SIPp at its defaults)
+    binds alice@<first domain>; a call to alice@reticulum.local reaches both phones."""
     server = start_server()
-    sipp_port = free_port()
-    result = run_sipp("register", server.address, "-s", "alice", "-au", "alice",
-                      "-ap", "alice-secret", "-key", "domain", server.address,
-                      "-key", "expires", "600", "-key", "contact_params", "",
-                      local_port=sipp_port, cwd=tmp_path, timeout=15)
-    assert result.ok, result.describe()
-    phone = Peer()
-    register(server, phone, "alice", ["<sip:alice@127.0.0.1:%d>" % phone.address[1]],
-             ruri="sip:127.0.0.1", aor_host="127.0.0.1")
-    sipp_socket = Peer(port=sipp_port)
+    ports = []
+    for domain in (server.address, server.host):
+        port = free_port()
+        result = run_sipp("register", server.address, "-s", "alice", "-au", "alice",
+                          "-ap", "alice-secret", "-key", "domain", domain,
+                          "-key", "expires", "600", "-key", "contact_params", "",
+                          "-key", "contact_port", str(port), local_port=port, cwd=tmp_path,
+                          name="reg-%s" % domain.replace(":", "-"), timeout=15)
+        assert result.ok, result.describe()
+        ports.append(port)
+    phones = [Peer(port=port) for port in ports]
     caller = Peer()
     caller.send(build("MESSAGE", "sip:alice@" + DOMAIN, caller.address, body="hi"), server)
-    assert phone.recv().startswith(b"MESSAGE sip:alice@127.0.0.1:%d " % phone.address[1])
-    assert sipp_socket.recv().startswith(b"MESSAGE sip:alice@127.0.0.1:%d " % sipp_port)
-    for peer in (phone, sipp_socket, caller):
+    for phone, port in zip(phones, ports):
+        assert phone.recv().startswith(b"MESSAGE sip:alice@127.0.0.1:%d " % port)
+    for peer in phones + [caller]:
         peer.close()
 
 
