@@ -184,8 +184,14 @@ def test_forged_route_in_a_made_up_dialog_reaches_nobody(start_server, foreign, 
                                 headers=["Route: " + route], call_id=call_id,
                                 body="spam"), server)
             assert status(attacker.final()) == 403
+            # an ACK cannot be answered or challenged: it is dropped
+            attacker.send(build("ACK", "sip:victim@%s%s" % (foreign.hostport, transport),
+                                attacker.address, from_=SOME_CALLER,
+                                to="<sip:victim@example.net>;tag=made-up",
+                                headers=["Route: " + route], call_id=call_id), server)
     assert foreign.udp_received(1.0) == []
     assert not foreign.tcp_connected(0.5)
+    assert attacker.collect(0.2) == []
     assert "in-dialog request without a valid route token" in server.read_log()
 
     # The same request inside a dialog the server record-routed does get through: the
