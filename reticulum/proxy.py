@@ -186,7 +186,7 @@ class Proxy:
         """Answer `status` and log the rule that refused the request (once per request)."""
         request = ctx.request
         self.log.info("Refused {method} {call_id} from {peer} with {status}: {rule}",
-                      method=request.method, call_id=request.call_id, peer=ctx.flow.remote,
+                      method=request.method, call_id=request.call_id, peer=_peer(ctx.flow),
                       status=status, rule=rule)
         ctx.respond(status, reason)
 
@@ -256,7 +256,7 @@ class Proxy:
             response = self.registrar.handle(request, ctx.flow, authenticated_user=user)
             if response.status >= 300:
                 self.log.info("Refused REGISTER {call_id} from {peer} with {status}: {rule}",
-                              call_id=request.call_id, peer=ctx.flow.remote,
+                              call_id=request.call_id, peer=_peer(ctx.flow),
                               status=response.status, rule=response.reason)
             ctx.send_final(response)
         elif method == "OPTIONS":
@@ -290,7 +290,7 @@ class Proxy:
                     self.log.info("Challenging {method} {call_id} from {peer}: in-dialog "
                                   "request without a valid route token",
                                   method=request.method, call_id=request.call_id,
-                                  peer=ctx.flow.remote)
+                                  peer=_peer(ctx.flow))
                 ctx.send_final(result.response)
                 return False
             if not self.auth.owns(result.user, self._canonical(from_uri, from_domain)):
@@ -518,7 +518,7 @@ class Proxy:
             # an ACK cannot be challenged: without a token it only reaches our own users
             self.log.info("Dropping ACK {call_id} from {peer}: in-dialog request without a "
                           "valid route token, next hop foreign", call_id=ack.call_id,
-                          peer=flow.remote)
+                          peer=_peer(flow))
             return
         binding = None
         if not routes:
@@ -974,6 +974,13 @@ def _upstream(response: Response) -> Response:
     out = response.copy()
     out.remove_first("Via")
     return out
+
+
+def _peer(flow) -> str:
+    """A flow's remote address as the message log writes it."""
+    from reticulum.core import _peer as peer
+
+    return peer(flow.remote)
 
 
 @functools.lru_cache(maxsize=64)  # a listening point's text never changes
