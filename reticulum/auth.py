@@ -4,26 +4,40 @@ Sans-IO: everything comes in through `authenticate(request, source_ip, proxy)` a
 `AuthResult`; time comes from the injected clock.
 
 Nonces carry no server state: a nonce is base64url(issue time in ms | 8 random bytes |
-HMAC-SHA256(secret, issue time | random | realm) cut to 16 bytes), so any nonce this server
-issued for a realm can be checked, and its age read, after a restart too (the secret lives in
-`state_dir/nonce.secret`). The only per-nonce memory is the highest nonce-count seen, kept
-until the nonce expires, to refuse replays.
+HMAC-SHA256(secret, issue time | random | realm) cut to 16 bytes | HMAC-SHA256(secret, issue
+time | random | source) cut to 8 bytes), so any nonce this server issued for a realm can be
+checked, and its age read, after a restart too (the secret lives in `state_dir/nonce.secret`).
+The last part binds the nonce to the source it was sent to: presented from another source it is
+stale (a fresh challenge, no password check, nothing counted), so a nonce seen once cannot serve
+guesses from spoofed UDP addresses. The only per-nonce memory is the highest nonce-count seen,
+kept until the nonce expires, to refuse replays.
 
-Failures (wrong password, unknown user) are counted per source address and per user name;
-`max_failures` of them within `lockout_seconds` shut that address or name out (403) for
-`lockout_seconds`. Unknown users look exactly like wrong passwords from outside.
+Failures (wrong password, unknown user; always with a nonce issued to that source) are counted
+per source, where a source is an IPv4 address or an IPv6 /64 (one host may own all of a /64):
+
+* per (source, user): `max_failures` within `lockout_seconds` refuse (403) that source for that
+  user for `lockout_seconds`;
+* per source: `SOURCE_FACTOR` x `max_failures` (any users) refuse that source for everything;
+* per user, from every source together: once they reach `SOURCE_FACTOR` x `max_failures`, a
+  single failure refuses a (source, user) pair, which slows a guesser with many addresses.
+
+A source that has not failed is never refused: nobody can lock another client out. Unknown
+users look exactly like wrong passwords from outside. The counters are bounded
+(`MAX_TRACKED_FAILURES`, the stalest dropped first).
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
+import ipaddress
 import os
 import re
 import struct
 import tempfile
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -37,13 +51,19 @@ SECRET_BYTES = 32
 MAX_TRACKED_NONCES = 100_000
 #: at most this many source addresses / user names have failures counted at once
 MAX_TRACKED_FAILURES = 100_000
+#: a source may fail this many times `max_failures` (all user names together) before it is refused
+SOURCE_FACTOR = 3
+#: user names longer than this are counted under a digest of the name (names come from the wire)
+_NAME_KEY_MAX = 64
 #: a nonce may claim to be this much younger than the clock (a clock stepped back a little)
 CLOCK_SLACK = 30.0
 
 _NC = re.compile(r"[0-9a-fA-F]{8}\Z")
 _NONCE_BODY = 16  # 8 bytes of time, 8 random bytes
 _NONCE_MAC = 16
-_NONCE_CHARS = len(base64.urlsafe_b64encode(b"\0" * (_NONCE_BODY + _NONCE_MAC)).rstrip(b"="))
+_NONCE_BIND = 8  # the MAC binding the nonce to its source
+_NONCE_BYTES = _NONCE_BODY + _NONCE_MAC + _NONCE_BIND
+_NONCE_CHARS = len(base64.urlsafe_b64encode(b"\0" * _NONCE_BYTES).rstrip(b"="))
 
 # verification outcomes
 _OK, _STALE, _BAD, _WRONG = "ok", "stale", "bad", "wrong"
@@ -99,13 +119,36 @@ def _canonical_host(host: str) -> str:
     return host[:-1] if host.endswith(".") else host
 
 
+@functools.lru_cache(maxsize=4096)
+def source_key(ip: str) -> str:
+    """Who failures and nonces belong to: an IPv4 address, or the /64 of an IPv6 address."""
+    if ":" not in ip:
+        return ip
+    try:
+        address = ipaddress.IPv6Address(ip.split("%", 1)[0])
+    except ValueError:
+        return ip[:_NAME_KEY_MAX]
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return "%s/64" % ipaddress.IPv6Address(int(address) >> 64 << 64)
+
+
+def _name_key(name: str) -> str:
+    """A user name as a counter key, of bounded size."""
+    if len(name) <= _NAME_KEY_MAX:
+        return name
+    return name[:32] + "#" + hashlib.sha256(name.encode("utf-8", "replace")).hexdigest()[:16]
+
+
 class _Failures:
-    """Recent failure times per key, with a lockout deadline once there are too many."""
+    """Failures of one key in the current window, and its lockout deadline."""
 
-    __slots__ = ("times", "locked_until")
+    __slots__ = ("count", "since", "last", "locked_until")
 
-    def __init__(self):
-        self.times: deque = deque()
+    def __init__(self, now: float):
+        self.count = 0
+        self.since = now  # the window started with the first failure
+        self.last = now
         self.locked_until = 0.0
 
 
@@ -160,7 +203,9 @@ class Authenticator:
         self._counts: OrderedDict[str, list] = OrderedDict()
         # nonces issued at or before this time and not in _counts had to be forgotten early
         self._forgotten_before = float("-inf")
-        self._failures: OrderedDict[tuple[str, str], _Failures] = OrderedDict()
+        # ("source", source) | ("pair", source, user) | ("user", user) -> failures; the front
+        # holds the stalest (least recent failure)
+        self._failures: OrderedDict[tuple, _Failures] = OrderedDict()
         self._opaques: dict[str, str] = {}  # realm -> opaque (it depends on nothing else)
 
     # -- the decision --------------------------------------------------------------------------
@@ -168,29 +213,31 @@ class Authenticator:
     def authenticate(self, request, source_ip: str, proxy: bool) -> AuthResult:
         now = self.clock.seconds()
         realm = self.challenge_realm(request)
-        if self._locked(("address", source_ip), now):
-            return self._forbidden(request, "address", source_ip)
+        source = source_key(source_ip)
+        if self._failures and self._locked(("source", source), now):
+            return self._forbidden(request, "source", source)
         credentials = self._credentials(request, proxy, realm)
         if credentials is None:
-            return AuthResult(response=self.challenge(request, proxy, realm))
+            return AuthResult(response=self.challenge(request, proxy, realm, source_ip=source_ip))
         username = credentials.get("username")
-        if username and self._locked(("user", username), now):
-            return self._forbidden(request, "user", username)
-        outcome = self._verify(request, credentials, now)
+        if username and self._failures and self._locked(("pair", source, _name_key(username)), now):
+            return self._forbidden(request, "source", "%s for %s" % (source, _name_key(username)))
+        outcome = self._verify(request, credentials, source, now)
         if outcome == _OK:
             return AuthResult(user=username, realm=credentials["realm"])
         if outcome == _WRONG:
-            self._fail(("address", source_ip), now)
-            self._fail(("user", username), now)
+            self._failed(source, username, now)
             self.log.info(
                 "Digest authentication failed for {user!r} from {address}",
                 user=username, address=source_ip,
             )
-        return AuthResult(response=self.challenge(request, proxy, realm, stale=outcome == _STALE))
+        return AuthResult(response=self.challenge(request, proxy, realm, stale=outcome == _STALE,
+                                                  source_ip=source_ip))
 
     def challenge(self, request, proxy: bool, realm: str | None = None,
-                  stale: bool = False) -> Response:
-        """A 401 (or 407 when `proxy`) with one challenge per algorithm, in our order."""
+                  stale: bool = False, *, source_ip: str) -> Response:
+        """A 401 (or 407 when `proxy`) with one challenge per algorithm, in our order; its
+        nonce serves only from `source_ip`."""
         realm = realm or self.challenge_realm(request)
         if proxy:
             response = make_response(request, 407)
@@ -198,7 +245,7 @@ class Authenticator:
         else:
             response = make_response(request, 401)
             header = "WWW-Authenticate"
-        nonce = self._new_nonce(realm)
+        nonce = self._new_nonce(realm, source_key(source_ip))
         opaque = self._opaque(realm)
         quoted = {"realm", "nonce", "opaque", "qop"}
         for algorithm in self.offered:
@@ -273,7 +320,7 @@ class Authenticator:
                 best = params
         return best
 
-    def _verify(self, request, params: dict, now: float) -> str:
+    def _verify(self, request, params: dict, source: str, now: float) -> str:
         username = params.get("username")
         realm = params["realm"]
         nonce = params.get("nonce")
@@ -292,11 +339,14 @@ class Authenticator:
             return _BAD
         if algorithm not in self.algorithms:
             return _BAD
-        issued = self._nonce_issued(nonce, realm)
+        raw = self._nonce_raw(nonce)
+        issued = None if raw is None else self._nonce_issued(raw, realm)
         if issued is None or issued > now + CLOCK_SLACK:
             return _BAD
         if self.check_uri and not self._uri_matches(uri, request):
             return _BAD
+        if not self._nonce_bound(raw, source):
+            return _STALE  # issued to another source: no password check, nothing counted
         ha1 = self.accounts.ha1(username, realm, digest.base_algorithm(algorithm))
         known = ha1 is not None
         if not known:
@@ -337,26 +387,37 @@ class Authenticator:
     # -- nonces --------------------------------------------------------------------------------
 
     def _nonce_mac(self, body: bytes, realm: str) -> bytes:
-        return hmac.new(self.secret, b"nonce:" + body + realm.encode("utf-8"),
-                        hashlib.sha256).digest()[:_NONCE_MAC]
+        return hmac.digest(self.secret, b"nonce:" + body + realm.encode("utf-8"),
+                           "sha256")[:_NONCE_MAC]
 
-    def _new_nonce(self, realm: str) -> str:
+    def _nonce_bind(self, body: bytes, source: str) -> bytes:
+        return hmac.digest(self.secret, b"bind:" + body + source.encode("utf-8", "replace"),
+                           "sha256")[:_NONCE_BIND]
+
+    def _new_nonce(self, realm: str, source: str) -> str:
         millis = int(round(self.clock.seconds() * 1000))
         body = struct.pack(">q", millis) + os.urandom(_NONCE_BODY - 8)
-        raw = body + self._nonce_mac(body, realm)
+        raw = body + self._nonce_mac(body, realm) + self._nonce_bind(body, source)
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
-    def _nonce_issued(self, nonce: str, realm: str) -> float | None:
-        """The issue time (seconds) of a nonce we made for `realm`, else None."""
+    @staticmethod
+    def _nonce_raw(nonce: str) -> bytes | None:
         if len(nonce) != _NONCE_CHARS:
             return None
         try:
             raw = base64.urlsafe_b64decode(nonce.encode("ascii") + b"=" * (-len(nonce) % 4))
         except (binascii.Error, UnicodeEncodeError, ValueError):
             return None
-        if len(raw) != _NONCE_BODY + _NONCE_MAC:
-            return None
-        body, mac = raw[:_NONCE_BODY], raw[_NONCE_BODY:]
+        return raw if len(raw) == _NONCE_BYTES else None
+
+    def _nonce_bound(self, raw: bytes, source: str) -> bool:
+        """Was this nonce (decoded, `_nonce_raw`) issued to `source`?"""
+        return hmac.compare_digest(raw[_NONCE_BODY + _NONCE_MAC:],
+                                   self._nonce_bind(raw[:_NONCE_BODY], source))
+
+    def _nonce_issued(self, raw: bytes, realm: str) -> float | None:
+        """The issue time (seconds) of a nonce (decoded) we made for `realm`, else None."""
+        body, mac = raw[:_NONCE_BODY], raw[_NONCE_BODY:_NONCE_BODY + _NONCE_MAC]
         if not hmac.compare_digest(mac, self._nonce_mac(body, realm)):
             return None
         return struct.unpack(">q", body[:8])[0] / 1000.0
@@ -405,7 +466,7 @@ class Authenticator:
     def _lockout_enabled(self) -> bool:
         return self.max_failures > 0 and self.lockout_seconds > 0
 
-    def _locked(self, key: tuple[str, str], now: float) -> bool:
+    def _locked(self, key: tuple, now: float) -> bool:
         entry = self._failures.get(key)
         if entry is None or not entry.locked_until:
             return False
@@ -414,43 +475,59 @@ class Authenticator:
         del self._failures[key]  # the lockout is over: start counting afresh
         return False
 
-    def _fail(self, key: tuple[str, str], now: float) -> None:
+    def _failed(self, source: str, username: str, now: float) -> None:
+        """Count one failure of `source` for `username`; lock out what has failed too often."""
         if not self._lockout_enabled:
             return
-        failures = self._failures
         self._prune_failures(now)
+        name = _name_key(username)
+        many = self.max_failures * SOURCE_FACTOR
+        user = self._add_failure(("user", name), now)
+        if user.count == many:
+            self.log.warn(
+                "{count} failed authentications for {user!r} within {seconds:g}s from "
+                "several sources; one more failure now refuses a source for this user",
+                count=many, user=name, seconds=self.lockout_seconds,
+            )
+        pair_limit = 1 if user.count > many else self.max_failures
+        self._lock_if(("pair", source, name), pair_limit, now,
+                      "source {source} for {user!r}", source=source, user=name)
+        self._lock_if(("source", source), many, now, "source {source}", source=source)
+
+    def _lock_if(self, key: tuple, limit: int, now: float, what: str, **fields) -> None:
+        entry = self._add_failure(key, now)
+        if entry.count < limit:
+            return
+        entry.count = 0
+        entry.locked_until = now + self.lockout_seconds
+        self.log.warn(
+            "Refusing " + what + " for {seconds:g}s after {count} failed authentications",
+            seconds=self.lockout_seconds, count=limit, **fields,
+        )
+
+    def _add_failure(self, key: tuple, now: float) -> _Failures:
+        failures = self._failures
         entry = failures.get(key)
         if entry is None:
             while len(failures) >= MAX_TRACKED_FAILURES:
-                self._evict_failure(now)
-            entry = failures[key] = _Failures()
+                failures.popitem(last=False)  # the stalest goes
+            entry = failures[key] = _Failures(now)
         else:
             failures.move_to_end(key)
-        times = entry.times
-        window_start = now - self.lockout_seconds
-        while times and times[0] <= window_start:
-            times.popleft()
-        times.append(now)
-        if len(times) >= self.max_failures:
-            times.clear()
-            entry.locked_until = now + self.lockout_seconds
-            self.log.warn(
-                "Locking out {kind} {who!r} for {seconds:g}s after {count} failed "
-                "authentication attempts",
-                kind=key[0], who=key[1], seconds=self.lockout_seconds, count=self.max_failures,
-            )
-
-    def _evict_failure(self, now: float) -> None:
-        """Make room: drop the key whose last failure is the oldest."""
-        self._failures.popitem(last=False)
+            if now - entry.since >= self.lockout_seconds:
+                entry.count = 0  # a new window
+                entry.since = now
+        entry.count += 1
+        entry.last = now
+        return entry
 
     def _prune_failures(self, now: float) -> None:
-        """Forget keys whose failures have all left the window (the front is the stalest)."""
+        """Forget keys whose last failure (and so any lockout) is older than the window."""
         failures = self._failures
-        window_start = now - self.lockout_seconds
+        oldest = now - self.lockout_seconds
         while failures:
             key, entry = next(iter(failures.items()))
-            if entry.locked_until > now or (entry.times and entry.times[-1] > window_start):
+            if entry.last > oldest or entry.locked_until > now:
                 break
             del failures[key]
 

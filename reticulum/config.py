@@ -112,6 +112,9 @@ class AuthConfig:
 class TransportConfig:
     max_message_size: int = 65535
     tcp_idle_timeout: float = 600
+    max_connections_per_ip: int = 64  # per source address (IPv6: per /64)
+    max_connections: Optional[int] = None  # None: from the open-files limit
+    head_timeout: float = 30  # a message must arrive whole within this of its first byte
 
 
 #: ``[log] level`` values, lowest first; ``[log] format`` values.
@@ -382,8 +385,13 @@ def _auth(r: "_Reader") -> AuthConfig:
 def _transport(r: "_Reader") -> TransportConfig:
     size = r.integer("max_message_size", 65535, minimum=1024, maximum=1 << 24)
     idle = r.number("tcp_idle_timeout", 600, minimum=1)
+    per_ip = r.integer("max_connections_per_ip", 64, minimum=1)
+    total = r.integer("max_connections", None, minimum=1)
+    head = r.number("head_timeout", 30, minimum=0.1)
     r.finish()
-    return TransportConfig(max_message_size=size, tcp_idle_timeout=idle)
+    return TransportConfig(max_message_size=size, tcp_idle_timeout=idle,
+                           max_connections_per_ip=per_ip, max_connections=total,
+                           head_timeout=head)
 
 
 def _log(r: "_Reader") -> LogConfig:

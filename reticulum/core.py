@@ -16,11 +16,14 @@ from twisted.logger import Logger
 from reticulum.dialog import DialogTracker
 from reticulum.dns import RELIABLE, Target, is_ip
 from reticulum.proxy import Proxy
-from reticulum.sip import ParseError, Request, make_response, parse
+from reticulum.sip import ParseError, Request, Response, make_response, parse
 from reticulum.transaction import Timers, TransactionLayer
 
 SWEEP_INTERVAL = 30.0
 DEFAULT_SIP_PORT = 5060
+#: the largest UDP payload over IPv4 (65,535 less the IP and UDP headers); IPv6 allows 20 more
+MAX_UDP_PAYLOAD = 65507
+MAX_UDP6_PAYLOAD = 65527
 
 
 @functools.lru_cache(maxsize=64)
@@ -330,6 +333,11 @@ class Core:
     def send_message(self, message, dest) -> bool:
         """Serialize and send to a flow or a Target; False when it could not leave."""
         data = message.to_bytes()
+        if len(data) > MAX_UDP_PAYLOAD and dest.transport == "udp":
+            limit = MAX_UDP6_PAYLOAD if ":" in (
+                dest.host if isinstance(dest, Target) else dest.remote[0]) else MAX_UDP_PAYLOAD
+            if len(data) > limit:
+                return self._too_large_for_udp(message, len(data), dest)
         if isinstance(dest, Target):
             if dest.host in ("255.255.255.255",) or not is_ip(dest.host):
                 self.log.warn("Refusing to send to {host}", host=dest.host)
@@ -363,6 +371,25 @@ class Core:
         if ok:
             self._log_out(message, flow)
         return ok
+
+    def _too_large_for_udp(self, message, size: int, dest) -> bool:
+        """What cannot fit in one datagram is never dropped in silence (RFC 3261 §18.1.1).
+
+        A request fails at once (its branch ends with 503, the caller gets 500); a response is replaced
+        by a 513 with the same Via, From, To, Call-ID and CSeq, so the client hears something.
+        Nothing switches to TCP on its own: the Via names UDP, and a phone that reached us over
+        UDP (behind NAT, say) may take no connection; large messages need a TCP registration."""
+        peer = _peer((dest.host, dest.port) if isinstance(dest, Target) else dest.remote)
+        self.log.warn("{what} {call_id} to udp {peer} is {size} bytes, too large for UDP",
+                      what=_describe(message), call_id=message.get("Call-ID"), peer=peer,
+                      size=size)
+        if isinstance(message, Request) or message.status == 513:
+            return False
+        reply = Response(513, "Message Too Large")
+        for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+            for value in message.get_all(name):
+                reply.add(name, value)
+        return self.send_message(reply, dest)
 
     # -- logging -------------------------------------------------------------------------------
 

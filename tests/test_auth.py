@@ -95,8 +95,8 @@ def credentials(challenge, user="alice", password=None, method="REGISTER", uri="
                                           "cnonce", "opaque"})
 
 
-def first_challenge(authn, proxy=False, **kw):
-    result = authn.authenticate(request(**kw), "192.0.2.10", proxy=proxy)
+def first_challenge(authn, proxy=False, ip="192.0.2.10", **kw):
+    result = authn.authenticate(request(**kw), ip, proxy=proxy)
     assert result.user is None
     return challenges(result.response, proxy)
 
@@ -306,7 +306,8 @@ def test_replayed_nonce_count(authn):
 def test_a_forged_nonce_count_cannot_block_the_owner(authn):
     challenge = first_challenge(authn)[0]
     forged = credentials(challenge, password="guess", nc=0xFFFFFFF0)
-    assert_challenge(attempt(authn, forged, ip="203.0.113.9"))
+    assert_challenge(attempt(authn, forged, ip="203.0.113.9"), stale=True)  # not its nonce
+    assert_challenge(attempt(authn, forged))  # behind the same address: a wrong password
     assert attempt(authn, credentials(challenge, nc=1)).user == "alice"
 
 
@@ -348,7 +349,9 @@ def test_unknown_scheme_is_treated_as_absent(authn):
 
 def test_forged_or_foreign_nonce(authn, clock):
     challenge = dict(first_challenge(authn)[0])
-    for nonce in ("abc", challenge["nonce"][:-2] + "AA", "A" * len(challenge["nonce"])):
+    mac = challenge["nonce"][25]  # a character of the MAC over time, random and realm
+    forged = challenge["nonce"][:25] + ("B" if mac == "A" else "A") + challenge["nonce"][26:]
+    for nonce in ("abc", forged, "A" * len(challenge["nonce"])):
         challenge["nonce"] = nonce
         assert_challenge(attempt(authn, credentials(challenge)))
     # a nonce made for example.org does not serve example.com
@@ -439,51 +442,97 @@ def test_wrong_password_and_unknown_user_look_alike(authn):
 
 def fail(authn, user="alice", ip="198.51.100.7", times=1):
     for _ in range(times):
-        challenge = first_challenge(authn)[0]
+        challenge = first_challenge(authn, ip=ip)[0]
         assert_challenge(attempt(authn, credentials(challenge, user=user, password="nope"), ip=ip))
 
 
+def guess(authn, user="alice", ip="198.51.100.7", password="nope"):
+    """One try as an attacker makes it: a challenge, then an answer; the last result."""
+    result = authn.authenticate(request(user=user), ip, proxy=False)
+    if result.response.status != 401:
+        return result
+    challenge = challenges(result.response)[0]
+    return attempt(authn, credentials(challenge, user=user, password=password), ip=ip, user=user)
+
+
 def succeed(authn, user="alice", ip="192.0.2.10"):
-    challenge = first_challenge(authn)[0]
-    return attempt(authn, credentials(challenge, user=user), ip=ip)
+    return guess(authn, user=user, ip=ip, password=PASSWORDS[user])
 
 
-def test_lockout_by_address_and_recovery(clock):
+def refused(result):
+    return result.user is None and result.response.status == 403 and \
+        result.response.reason == "Forbidden"
+
+
+def test_a_source_is_refused_for_the_user_it_failed_for(clock):
     authn = make_auth(clock, max_failures=3, lockout_seconds=60)
-    for i in range(3):
-        fail(authn, user="user%d" % i, ip="198.51.100.7")
-    # the address is shut out, right password or not, credentials or not
-    result = succeed(authn, ip="198.51.100.7")
-    assert result.user is None and result.response.status == 403
-    assert result.response.reason == "Forbidden"
-    assert authn.authenticate(request(), "198.51.100.7", False).response.status == 403
-    # others are not
-    assert succeed(authn, ip="192.0.2.10").user == "alice"
+    fail(authn, user="alice", ip="198.51.100.7", times=3)
+    # that source, for that user: refused, right password or not
+    assert refused(succeed(authn, user="alice", ip="198.51.100.7"))
+    # the same source for another user, and another source for alice: served
+    assert succeed(authn, user="bob", ip="198.51.100.7").user == "bob"
+    assert succeed(authn, user="alice", ip="192.0.2.10").user == "alice"
     clock.advance(59)
-    assert succeed(authn, ip="198.51.100.7").response.status == 403
+    assert refused(succeed(authn, user="alice", ip="198.51.100.7"))
     clock.advance(1.5)
-    assert succeed(authn, ip="198.51.100.7").user == "alice"
+    assert succeed(authn, user="alice", ip="198.51.100.7").user == "alice"
     # counting starts afresh
-    fail(authn, user="user9", ip="198.51.100.7", times=2)
-    assert succeed(authn, ip="198.51.100.7").user == "alice"
+    fail(authn, user="alice", ip="198.51.100.7", times=2)
+    assert succeed(authn, user="alice", ip="198.51.100.7").user == "alice"
 
 
-def test_lockout_by_user_name(clock):
+def test_nobody_can_lock_a_user_out(clock):
+    authn = make_auth(clock)  # the defaults: 10 failures, 300 s
+    for _ in range(200):
+        guess(authn, user="bob", ip="198.51.100.7")
+    assert refused(guess(authn, user="bob", ip="198.51.100.7", password="bob-pw"))
+    # many attacking addresses, each failing as often as it may
+    for i in range(1, 60):
+        for _ in range(12):
+            guess(authn, user="bob", ip="203.0.113.%d" % i)
+    # bob, from anywhere clean, gets in at once
+    assert succeed(authn, user="bob", ip="192.0.2.10").user == "bob"
+    assert succeed(authn, user="bob", ip="2001:db8:5::1").user == "bob"
+
+
+def test_a_source_failing_for_many_users_is_refused_for_everything(clock):
     authn = make_auth(clock, max_failures=3, lockout_seconds=60)
-    for i in range(3):
-        fail(authn, user="alice", ip="198.51.100.%d" % i)
-    result = succeed(authn, user="alice", ip="192.0.2.99")
-    assert result.response.status == 403
-    assert succeed(authn, user="bob", ip="192.0.2.99").user == "bob"
+    limit = 3 * auth_module.SOURCE_FACTOR
+    for i in range(limit - 1):
+        fail(authn, user="user%d" % i, ip="198.51.100.7")
+    assert succeed(authn, user="alice", ip="198.51.100.7").user == "alice"
+    fail(authn, user="user99", ip="198.51.100.7")
+    # every user, with or without credentials
+    assert refused(succeed(authn, user="alice", ip="198.51.100.7"))
+    assert refused(authn.authenticate(request(), "198.51.100.7", False))
+    assert succeed(authn, user="alice", ip="192.0.2.10").user == "alice"
     clock.advance(61)
-    assert succeed(authn, user="alice", ip="192.0.2.99").user == "alice"
+    assert succeed(authn, user="alice", ip="198.51.100.7").user == "alice"
 
 
 def test_unknown_users_count_too(clock):
     authn = make_auth(clock, max_failures=2, lockout_seconds=60)
-    fail(authn, user="nobody", ip="198.51.100.1")
-    fail(authn, user="nobody2", ip="198.51.100.1")
-    assert succeed(authn, ip="198.51.100.1").response.status == 403
+    fail(authn, user="nobody", ip="198.51.100.1", times=2)
+    assert refused(guess(authn, user="nobody", ip="198.51.100.1"))
+    for i in range(2 * auth_module.SOURCE_FACTOR):
+        guess(authn, user="nobody%d" % i, ip="198.51.100.2")
+    assert refused(succeed(authn, ip="198.51.100.2"))
+
+
+def test_a_user_failing_from_many_sources_slows_each_source(clock):
+    authn = make_auth(clock, max_failures=3, lockout_seconds=60)
+    many = 3 * auth_module.SOURCE_FACTOR
+    for i in range(many):
+        fail(authn, user="bob", ip="203.0.113.%d" % i)
+    # from now on, one failure refuses a source for bob...
+    fail(authn, user="bob", ip="198.51.100.50")
+    assert refused(succeed(authn, user="bob", ip="198.51.100.50"))
+    # ...but not for anyone else, and a clean source still gets in
+    assert succeed(authn, user="alice", ip="198.51.100.50").user == "alice"
+    assert succeed(authn, user="bob", ip="192.0.2.10").user == "bob"
+    clock.advance(61)
+    fail(authn, user="bob", ip="198.51.100.51")
+    assert succeed(authn, user="bob", ip="198.51.100.51").user == "bob"
 
 
 def test_failures_leave_the_window(clock):
@@ -509,10 +558,42 @@ def test_challenges_do_not_count(clock):
     assert succeed(authn).user == "alice"
 
 
+def test_a_nonce_serves_only_the_source_it_was_issued_to(authn):
+    challenge = first_challenge(authn, ip="192.0.2.10")[0]
+    # guesses with it from other (spoofed) addresses: stale, never checked, never counted
+    for i in range(500):
+        value = credentials(challenge, password="guess%d" % i, nc=i + 1)
+        renewed = assert_challenge(attempt(authn, value, ip="203.0.113.%d" % (i % 250)),
+                                   stale=True)
+        assert renewed[0]["nonce"] != challenge["nonce"]
+    assert not authn._failures and not authn._counts
+    # the right answer from elsewhere is stale too; its owner's is not
+    assert_challenge(attempt(authn, credentials(challenge), ip="198.51.100.7"), stale=True)
+    assert attempt(authn, credentials(challenge), ip="192.0.2.10").user == "alice"
+    # the fresh challenge sent to the other address serves there
+    elsewhere = first_challenge(authn, ip="198.51.100.7")[0]
+    assert attempt(authn, credentials(elsewhere), ip="198.51.100.7").user == "alice"
+
+
+def test_ipv6_sources_are_counted_per_64(clock):
+    assert auth_module.source_key("2001:db8:1:2:a:b:c:d") == "2001:db8:1:2::/64"
+    assert auth_module.source_key("::ffff:192.0.2.1") == "192.0.2.1"
+    assert auth_module.source_key("192.0.2.1") == "192.0.2.1"
+    authn = make_auth(clock, max_failures=3, lockout_seconds=60)
+    for i in range(1, 4):
+        fail(authn, ip="2001:db8:1:2::%x" % i)
+    assert refused(succeed(authn, ip="2001:db8:1:2::ffff"))
+    assert succeed(authn, ip="2001:db8:1:3::1").user == "alice"
+    # a nonce serves the whole /64 it was sent to
+    challenge = first_challenge(authn, ip="2001:db8:1:3::1")[0]
+    assert attempt(authn, credentials(challenge), ip="2001:db8:1:3::2").user == "alice"
+
+
 def test_lockout_disabled(clock):
     authn = make_auth(clock, max_failures=0)
     fail(authn, times=30)
     assert succeed(authn, ip="198.51.100.7").user == "alice"
+    assert not authn._failures
 
 
 def test_failure_tracking_is_bounded(clock, monkeypatch):
@@ -523,7 +604,10 @@ def test_failure_tracking_is_bounded(clock, monkeypatch):
     assert len(authn._failures) <= 10
     clock.advance(61)
     fail(authn, user="z", ip="203.0.113.1")
-    assert len(authn._failures) == 2
+    assert len(authn._failures) == 3  # the user, the (source, user) pair, the source
+    # user names from the wire are kept at a bounded size
+    fail(authn, user="x" * 5000, ip="203.0.113.1")
+    assert max(len(part) for key in authn._failures for part in key) < 100
 
 
 def test_lockout_is_logged(clock):
@@ -537,10 +621,14 @@ def test_lockout_is_logged(clock):
     log = Log()
     authn = make_auth(clock, max_failures=2, lockout_seconds=60, log=log)
     fail(authn, times=2)
-    assert succeed(authn, ip="198.51.100.7").response.status == 403
+    assert refused(succeed(authn, ip="198.51.100.7"))
     warnings = [e for e in log.events if e[0] == "warn"]
-    assert any(kw.get("who") == "198.51.100.7" for _, _, kw in warnings)
-    assert any(kw.get("who") == "alice" for _, _, kw in warnings)
+    assert len(warnings) == 1
+    assert warnings[0][2]["source"] == "198.51.100.7" and warnings[0][2]["user"] == "alice"
+    for i in range(2 * auth_module.SOURCE_FACTOR):
+        guess(authn, user="x%d" % i, ip="198.51.100.8")
+    assert any(kw.get("source") == "198.51.100.8" and "user" not in kw
+               for _, _, kw in log.events)
 
 
 # -- helpers for the proxy -----------------------------------------------------------------------

@@ -136,6 +136,9 @@ def test_defaults():
     assert c.auth.nonce_lifetime == 300
     assert c.transport.max_message_size == 65535
     assert c.transport.tcp_idle_timeout == 600
+    assert c.transport.max_connections_per_ip == 64
+    assert c.transport.max_connections is None  # derived from the open-files limit at start
+    assert c.transport.head_timeout == 30
     assert c.log.messages is True
     assert c.log.level == "info" and c.log.format == "text"
     assert c.tls.certificate is None and c.tls.private_key is None and c.tls.verify_peers is False
@@ -255,6 +258,9 @@ def test_duplicate_address():
         ({"auth": {"nonce_lifetime": 0}}, "auth.nonce_lifetime"),
         ({"transport": {"max_message_size": 100}}, "transport.max_message_size"),
         ({"transport": {"tcp_idle_timeout": 0}}, "transport.tcp_idle_timeout"),
+        ({"transport": {"max_connections_per_ip": 0}}, "transport.max_connections_per_ip"),
+        ({"transport": {"max_connections": 1.5}}, "transport.max_connections"),
+        ({"transport": {"head_timeout": 0}}, "transport.head_timeout"),
         ({"log": {"messages": "yes"}}, "log.messages"),
         ({"log": {"level": "verbose"}}, "log.level"),
         ({"log": {"level": 10}}, "log.level"),

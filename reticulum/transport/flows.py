@@ -37,6 +37,7 @@ from twisted.internet.interfaces import IReactorSocket
 from twisted.logger import Logger
 
 from reticulum.transport.base import Flow, ListeningPoint, _hostport
+from reticulum.transport.limits import ConnectionLimits, GuardFactory, RESERVED_FILES, default_max_connections, open_files_limit
 from reticulum.transport.tcp import PendingConnection, StreamClientFactory, StreamProtocol, StreamServerFactory
 from reticulum.transport.udp import MAX_DATAGRAM, UDPProtocol
 
@@ -92,6 +93,12 @@ class Transports:
         self.max_message_size: int = config.transport.max_message_size
         self.idle_timeout: float = config.transport.tcp_idle_timeout
         self.connect_timeout: float = max(1.0, 64 * config.timers.t1)
+        self.limits = ConnectionLimits(
+            self.clock,
+            per_source=config.transport.max_connections_per_ip,
+            total=self._max_connections(config.transport.max_connections),
+            head_timeout=config.transport.head_timeout,
+        )
         self.listening: List[ListeningPoint] = []
         for name, (host, port) in config.listen.items():
             if name in SUPPORTED_LISTEN:
@@ -109,6 +116,22 @@ class Transports:
         self._conns: Dict[int, Any] = {}  # conn id -> StreamProtocol | PendingConnection
         self._by_remote: Dict[Tuple[str, str, int], int] = {}  # (transport, host, port) -> conn id
         self._ids = itertools.count(1)
+        self._outgoing: set = set()  # conn ids of our connections, counted by self.limits
+
+    @staticmethod
+    def _max_connections(configured: Optional[int]) -> int:
+        """The global cap: as configured, but never more than the open-files limit allows."""
+        room = default_max_connections()
+        if configured is None:
+            return room
+        if configured > room:
+            log.warn(
+                "transport.max_connections = {configured} does not fit the open-files limit "
+                "({soft}, of which {reserved} are kept for other files): using {room}",
+                configured=configured, soft=open_files_limit(), reserved=RESERVED_FILES, room=room,
+            )
+            return room
+        return configured
 
     def attach(self, core: Any) -> None:
         """Set the core that receives messages and flow events."""
@@ -220,6 +243,7 @@ class Transports:
     def _listen_tcp(self, host: str, port: int, factory: Any = None, name: str = "tcp") -> None:
         if factory is None:
             factory = StreamServerFactory(self, "tcp")
+        factory = GuardFactory(factory, self.limits, http=name in ("ws", "wss"))
         if IReactorSocket.providedBy(self.reactor):
             s = self._bound_socket(name, host, port, socket.SOCK_STREAM)
             try:
@@ -246,6 +270,7 @@ class Transports:
         self._udp.clear()
         for conn in list(self._conns.values()):
             conn.close()
+        self.limits.stop()
         return defer.DeferredList(ds, consumeErrors=True)
 
     # ------------------------------------------------------------------
@@ -354,6 +379,10 @@ class Transports:
                 conn.write(data)
                 return conn.flow
         flow = Flow(transport, self._unbound_local(host, transport), (host, port), next(self._ids))
+        if not self.limits.reserve_outgoing():
+            self._report_failure(flow)
+            return flow
+        self._outgoing.add(flow.conn)
         pending = PendingConnection(flow)
         pending.queue.append(data)
         self._conns[flow.conn] = pending
@@ -433,6 +462,7 @@ class Transports:
         pending.closed = True
         if self._conns.get(flow.conn) is pending:
             self._forget(flow)
+        self._release(flow.conn)
         log.info(
             "{flow}: connection failed ({reason}); {dropped} queued message(s) dropped",
             flow=str(flow),
@@ -449,9 +479,16 @@ class Transports:
 
     def _forget(self, flow: Flow) -> None:
         self._conns.pop(flow.conn, None)
+        self._release(flow.conn)
         key = (flow.transport, flow.remote[0], flow.remote[1])
         if self._by_remote.get(key) == flow.conn:
             del self._by_remote[key]
+
+    def _release(self, conn_id: int) -> None:
+        """One of our connections is over: it no longer counts against max_connections."""
+        if conn_id in self._outgoing:
+            self._outgoing.discard(conn_id)
+            self.limits.release_outgoing()
 
     def _report_failure(self, flow: Flow) -> None:
         def report() -> None:

@@ -3,8 +3,10 @@
 Every connection, accepted or opened by us, is a ``StreamProtocol`` with a
 unique connection id and its own ``Flow``; the flow table (``Transports``)
 keeps them.  The protocol cuts the stream into messages with
-``StreamFramer``, answers RFC 5626 keep-alive pings, and closes connections
-that stay idle longer than ``[transport] tcp_idle_timeout``.
+``StreamFramer``, answers RFC 5626 keep-alive pings, closes connections
+that stay idle longer than ``[transport] tcp_idle_timeout``, and tells the
+connection's guard (``reticulum.transport.limits``; accepted connections
+only) when a message starts and ends, for ``[transport] head_timeout``.
 
 The same classes carry TLS later: only ``transport_name`` differs.
 """
@@ -18,6 +20,7 @@ from twisted.logger import Logger
 
 from reticulum.transport.base import Flow
 from reticulum.transport.framing import BAD_FRAMING, MESSAGE, PING, PONG, TOO_LARGE, StreamFramer
+from reticulum.transport.limits import find_guard
 
 if TYPE_CHECKING:  # pragma: no cover
     from reticulum.transport.flows import Transports
@@ -41,6 +44,8 @@ class StreamProtocol(Protocol):
         self.last_activity = 0.0
         self.closed = False
         self._idle_call = None
+        #: the GuardedConnection of an accepted connection (None for ours)
+        self.guard = None
 
     # -- twisted
 
@@ -52,6 +57,7 @@ class StreamProtocol(Protocol):
             host = self.transport.getHost()
             peer = self.transport.getPeer()
             self.flow = Flow(self.transport_name, (host.host, host.port), (peer.host, peer.port), t.next_conn_id())
+        self.guard = find_guard(self.transport)
         t.connection_made(self)
         self._schedule_idle_check(t.idle_timeout)
 
@@ -60,8 +66,12 @@ class StreamProtocol(Protocol):
         self.last_activity = t.clock.seconds()
         core = t.core
         flow = self.flow
-        for kind, payload in self.framer.feed(data):
+        guard = self.guard
+        framer = self.framer
+        for kind, payload in framer.feed(data):
             if kind is MESSAGE:
+                if guard is not None:
+                    guard.message_done()
                 try:
                     core.receive_bytes(payload, flow)
                 except Exception:
@@ -83,6 +93,8 @@ class StreamProtocol(Protocol):
                     log.failure("core failed on a message from {flow}", flow=str(flow))
                 self.transport.loseConnection()
                 break
+        if guard is not None and framer.buffered:
+            guard.message_started()  # part of a message is in: the rest must follow in time
 
     def connectionLost(self, reason=None) -> None:
         self.closed = True

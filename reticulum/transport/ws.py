@@ -37,6 +37,7 @@ from twisted.web import resource, server, static
 
 from reticulum.transport.base import Flow
 from reticulum.transport.framing import message_head
+from reticulum.transport.limits import find_guard
 from reticulum.webphone import CONTENT_TYPES, STATIC_DIR, static_path
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -82,6 +83,8 @@ class SIPWebSocketProtocol(WebSocketServerProtocol):
     #: set on open (class defaults keep idle instances small)
     flow: Optional[Flow] = None
     closed = False
+    #: the connection's GuardedConnection: told when a SIP message starts and ends
+    guard: Any = None
 
     # -- the handshake
 
@@ -109,10 +112,24 @@ class SIPWebSocketProtocol(WebSocketServerProtocol):
             if name in self.__dict__:
                 del self.__dict__[name]
         t.connection_made(self)
+        guard = self.guard = find_guard(self.transport)
+        if guard is not None:
+            guard.starts_on_data = False  # from now on frames say where messages are
+            guard.message_done()  # the upgrade request was the first message
 
     # -- messages
 
+    def dataReceived(self, data: bytes) -> None:
+        WebSocketServerProtocol.dataReceived(self, data)
+        guard = self.guard
+        if guard is not None and (self.data or self.current_frame is not None
+                                  or self.inside_message):
+            guard.message_started()  # part of a frame or message is in
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        guard = self.guard
+        if guard is not None:
+            guard.message_done()
         if not payload:
             return
         c = payload[0]
@@ -302,8 +319,19 @@ class _Root(resource.Resource):
         return self.files.render(request)
 
 
+class _Request(server.Request):
+    """Tells the connection's guard when an HTTP request head is complete."""
+
+    def gotLength(self, length: Any) -> None:
+        server.Request.gotLength(self, length)
+        guard = find_guard(getattr(self.channel, "transport", None))
+        if guard is not None:
+            guard.message_done()
+
+
 class _Site(server.Site):
     noisy = False
+    requestFactory = _Request
 
     def log(self, request: Any) -> None:  # quiet: no access log lines
         pass

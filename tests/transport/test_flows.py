@@ -41,7 +41,8 @@ def test_listen_binds_and_adopts(make_transports, reactor):
     t = make_transports(listen={"udp": ["127.0.0.1:%d" % port], "tcp": ["127.0.0.1:%d" % port]})
     t.listen()
     kinds = [type(p[2]).__name__ for p in reactor.adoptedPorts]
-    assert kinds == ["UDPProtocol", "StreamServerFactory"]
+    assert kinds == ["UDPProtocol", "GuardFactory"]  # every stream listener is guarded
+    assert type(reactor.adoptedPorts[1][2].wrappedFactory).__name__ == "StreamServerFactory"
     assert reactor.adoptedPorts[0][3] >= 65535  # whole datagrams
     assert ("127.0.0.1", port) in t._udp
     t.stop()
