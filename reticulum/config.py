@@ -35,6 +35,9 @@ __all__ = [
     "TLSConfig",
     "WebSocketConfig",
     "DialogConfig",
+    "DNSConfig",
+    "ProxyConfig",
+    "ServerConfig",
     "LISTEN_TRANSPORTS",
     "DIGEST_ALGORITHMS",
     "load_config",
@@ -148,6 +151,27 @@ class DialogConfig:
 
 
 @dataclass(frozen=True)
+class DNSConfig:
+    #: (host, port) name servers; empty: the system's resolv.conf
+    nameservers: List[Address] = field(default_factory=list)
+    timeout: float = 5.0
+    #: [dns.static]: name -> (IP address, port or None), for a LAN without DNS
+    static: Dict[str, Tuple[str, Optional[int]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    #: every request for a foreign domain goes to this SIP URI (text) instead
+    outbound_proxy: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    #: how the server names itself in Via and Record-Route; None: the listening address
+    public_name: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class Config:
     domains: List[str] = field(default_factory=lambda: ["reticulum.local"])
     state_dir: str = field(default_factory=lambda: os.path.abspath("var"))
@@ -161,6 +185,9 @@ class Config:
     tls: TLSConfig = field(default_factory=TLSConfig)
     websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
     dialog: DialogConfig = field(default_factory=DialogConfig)
+    dns: DNSConfig = field(default_factory=DNSConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
     #: the file this came from (absolute), or None when built from a dict
     path: Optional[str] = None
 
@@ -216,6 +243,9 @@ def config_from_dict(
     dialog = DialogConfig(
         session_lifetime=_done(r.section("dialog"), lambda s: s.number("session_lifetime", 7200, minimum=1))
     )
+    dns = _dns(r.section("dns"), path)
+    proxy = ProxyConfig(outbound_proxy=_done(r.section("proxy"), _outbound_proxy))
+    server = ServerConfig(public_name=_done(r.section("server"), _public_name))
     r.finish()
     return Config(
         domains=domains,
@@ -230,6 +260,9 @@ def config_from_dict(
         tls=tls,
         websocket=websocket,
         dialog=dialog,
+        dns=dns,
+        proxy=proxy,
+        server=server,
         path=path,
     )
 
@@ -419,6 +452,81 @@ def _websocket(r: "_Reader") -> WebSocketConfig:
     size = r.integer("max_frame_size", 65535, minimum=1024, maximum=1 << 24)
     r.finish()
     return WebSocketConfig(allowed_origins=list(origins), max_frame_size=size)
+
+
+def _dns(r: "_Reader", path: Optional[str]) -> DNSConfig:
+    servers: List[Address] = []
+    for i, item in enumerate(r.str_list("nameservers", [])):
+        try:
+            servers.append(parse_hostport(item))
+        except ValueError as e:
+            raise ConfigError(r.msg("nameservers[%d]" % i, "bad address %r: %s" % (item, e))) from None
+    timeout = r.number("timeout", 5.0, minimum=0.1, maximum=60)
+    s = r.section("static")
+    static: Dict[str, Tuple[str, Optional[int]]] = {}
+    for name in list(s.data):
+        value = s.take(name)
+        key = s.key(_toml_name(name))
+        host = name.strip().lower().rstrip(".")
+        if not _is_host_name(host):
+            raise ConfigError(_where(path, "%s: bad host name %r" % (key, name)))
+        if not isinstance(value, str):
+            raise ConfigError(_where(path, "%s: must be a string \"address:port\", not %s" % (key, _type_name(value))))
+        try:
+            ipaddress.ip_address(value.strip())
+            static[host] = (str(ipaddress.ip_address(value.strip())), None)
+        except ValueError:
+            try:
+                static[host] = parse_hostport(value)
+            except ValueError as e:
+                raise ConfigError(_where(path, "%s: bad address %r: %s" % (key, value, e))) from None
+    s.finish()
+    r.finish()
+    return DNSConfig(nameservers=servers, timeout=timeout, static=static)
+
+
+def _toml_name(name: str) -> str:
+    return name if all(c.isalnum() or c in "-_" for c in name) else '"%s"' % name
+
+
+def _is_host_name(name: str) -> bool:
+    """A DNS name: dot-separated labels of letters, digits, '-' and '_', at most 253 long."""
+    if not name or len(name) > 253:
+        return False
+    return all(label and len(label) <= 63 and all(c.isalnum() or c in "-_" for c in label)
+               for label in name.split("."))
+
+
+def _outbound_proxy(r: "_Reader") -> Optional[str]:
+    text = r.string("outbound_proxy", None, non_empty=True)
+    if text is None:
+        return None
+    from reticulum.sip import parse_uri
+
+    try:
+        uri = parse_uri(text.strip())
+    except Exception:
+        raise ConfigError(r.msg("outbound_proxy", "not a SIP URI: %r" % (text,))) from None
+    if uri.scheme not in ("sip", "sips") or not uri.host:
+        raise ConfigError(r.msg("outbound_proxy", "must be a sip: or sips: URI with a host, not %r" % (text,)))
+    transport = (uri.params.get("transport") or "").lower()
+    if transport and transport not in ("udp", "tcp", "tls"):
+        raise ConfigError(r.msg("outbound_proxy", "transport must be udp, tcp or tls, not %r" % (transport,)))
+    return str(uri)
+
+
+def _public_name(r: "_Reader") -> Optional[str]:
+    text = r.string("public_name", None, non_empty=True)
+    if text is None:
+        return None
+    name = text.strip().lower().rstrip(".")
+    try:
+        return str(ipaddress.ip_address(name.strip("[]")))
+    except ValueError:
+        pass
+    if not _is_host_name(name):
+        raise ConfigError(r.msg("public_name", "not a host name or IP address: %r" % (text,)))
+    return name
 
 
 def _domain(value: str, key: str, path: Optional[str]) -> str:

@@ -14,7 +14,7 @@ import socket
 from twisted.logger import Logger
 
 from reticulum.dialog import DialogTracker
-from reticulum.dns import RELIABLE, Target, is_ip
+from reticulum.dns import RELIABLE, NoLookup, Resolver, Target, is_ip
 from reticulum.proxy import Proxy
 from reticulum.sip import ParseError, Request, Response, make_response, parse
 from reticulum.transaction import Timers, TransactionLayer
@@ -58,7 +58,8 @@ class Core:
 
     log = Logger()
 
-    def __init__(self, config, clock, transports, location=None, accounts=None):
+    def __init__(self, config, clock, transports, location=None, accounts=None, resolver=None,
+                 lookup=None):
         self.config = config
         self.clock = clock
         self.transports = transports
@@ -70,6 +71,10 @@ class Core:
         self.dialogs = DialogTracker(clock, session_lifetime=config.dialog.session_lifetime)
         self.location = location if location is not None else self._make_location()
         self.accounts = accounts if accounts is not None else self._make_accounts()
+        self.public_name = getattr(getattr(config, "server", None), "public_name", None)
+        # DNS: `lookup` asks (the service's thread pool), the resolver decides (RFC 3263)
+        self.resolver = resolver if resolver is not None else \
+            self.make_resolver(lookup if lookup is not None else NoLookup())
         self.proxy = Proxy(self)
         self._sweeper = None
         self._local_addresses: set[tuple[str, int]] | None = None
@@ -90,6 +95,15 @@ class Core:
         if self.config.registrar.store == "memory":
             return MemoryLocation()
         return SqliteLocation(self._database_path(), clock=self.clock)
+
+    def make_resolver(self, lookup):
+        """RFC 3263 over `lookup` (DNS), for the transports and address families we send on."""
+        dns = self.config.dns
+        listening = self.transports.listening
+        transports = {point.transport for point in listening} or {"udp"}
+        families = ("A", "AAAA") if any(":" in point.host for point in listening) else ("A",)
+        return Resolver(lookup, self.clock, static=dns.static, transports=transports,
+                        families=families, timeout=dns.timeout)
 
     def _make_accounts(self):
         from reticulum.accounts import AccountStore
@@ -128,6 +142,8 @@ class Core:
             for point in self.transports.listening:
                 found.add((point.host, point.port))
                 found.add((advertised_host(point.host), point.port))
+                if self.public_name:
+                    found.add((self.public_name, point.port))
             self._local_addresses = found
         return self._local_addresses
 
@@ -190,15 +206,33 @@ class Core:
         """Is this URI the server itself (a served domain or one of our addresses)?"""
         return self.local_domain(uri) is not None
 
-    def listening_point(self, transport: str, family_host: str | None = None):
-        """Our listening point for sending over `transport` (same address family as the peer)."""
-        v6 = family_host is not None and ":" in family_host
-        key = (transport, v6)
+    def listening_point(self, transport: str, family_host: str | None = None, local=None):
+        """Our listening point for sending over `transport`, as we name it to peers (its host
+        is `[server] public_name` when set): the one a flow's `local` address is, else one of
+        the peer's address family. Several addresses may listen for one transport."""
+        key = (transport, local) if local is not None else \
+            (transport, family_host is not None and ":" in family_host)
         try:
             return self._points[key]
         except KeyError:
-            point = self._points[key] = self._find_listening_point(transport, v6)
-            return point
+            pass
+        point = None
+        if local is not None:
+            for candidate in self.transports.listening:
+                if candidate.transport == transport and \
+                        (candidate.host, candidate.port) == tuple(local):
+                    point = candidate
+                    break
+        if point is None and local is not None:
+            point = self.listening_point(transport, family_host)  # named already
+        else:
+            if point is None:
+                point = self._find_listening_point(transport, key[1])
+            if point is not None and self.public_name:
+                point = type(point)(point.transport, self.public_name, point.port)
+        if len(self._points) < 256:
+            self._points[key] = point
+        return point
 
     def _find_listening_point(self, transport: str, v6: bool):
         fallback = None
@@ -355,6 +389,10 @@ class Core:
                     self._udp_flows[key] = flow
                 elif flow is None:
                     self._udp_flows.pop(key, None)
+            elif dest.name is not None and dest.transport == "tls":
+                # RFC 5922: the peer's certificate must name the SIP domain we looked up
+                flow = self.transports.send_to(data, "tls", dest.host, dest.port,
+                                               server_name=dest.name)
             else:
                 flow = self.transports.send_to(data, dest.transport, dest.host, dest.port)
             ok = flow is not None

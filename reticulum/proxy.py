@@ -21,7 +21,7 @@ import zlib
 
 from twisted.logger import Logger
 
-from reticulum.dns import resolve_uri, uri_transport
+from reticulum.dns import FAILED, INSECURE, NOT_FOUND, Resolution, is_ip, uri_transport
 from reticulum.sip import Request, Response, make_response, parse_address, parse_uri
 
 ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "MESSAGE", "INFO",
@@ -105,6 +105,9 @@ class Proxy:
         self.registrar = None
         self.auth = None
         self.tokens = None
+        self.resolver = core.resolver
+        outbound = getattr(getattr(self.config, "proxy", None), "outbound_proxy", None)
+        self.outbound_proxy = parse_uri(outbound) if outbound else None
 
     def start(self) -> None:
         from reticulum.auth import Authenticator, load_or_create_secret
@@ -275,6 +278,8 @@ class Proxy:
           proves who they are (407) and that the From is their own; then it may go anywhere.
         - Anyone else may only reach this server's users: a foreign next hop is refused.
         """
+        if self.auth is None:
+            return True  # no authentication, no identities: a closed lab, a benchmark
         request = ctx.request
         in_dialog = request.to.tag is not None
         if in_dialog and ctx.dialog_token:
@@ -282,8 +287,6 @@ class Proxy:
         from_uri = request.from_.uri
         from_domain = self.core.local_domain(from_uri)
         if from_domain is not None:
-            if self.auth is None:
-                return True  # no authentication at all: a local From is taken at its word
             result = self.auth.authenticate(request, ctx.flow.remote[0], proxy=True)
             if result.response is not None:
                 if in_dialog:
@@ -431,9 +434,10 @@ class Proxy:
     # -- forwarding ------------------------------------------------------------------------
 
     def next_hop(self, request: Request, binding, secure: bool = False):
-        """The flow or Target for a forwarded request (§16.6 steps 6-7, RFC 5626 flows).
-        A sips: Request-URI (or `secure`: the request as it reached us had one) leaves
-        only over TLS/WSS, never in clear text."""
+        """Where a forwarded request goes (§16.6 steps 6-7, RFC 5626 flows): a flow, or a
+        `Resolution` (the targets in failover order, maybe still pending DNS). A sips:
+        Request-URI (or `secure`: the request as it reached us had one) leaves only over
+        TLS/WSS, never in clear text."""
         sips = secure or request.uri.scheme == "sips"
         flow = None
         if binding is not None and binding.flow is not None and not binding.path:
@@ -445,12 +449,25 @@ class Proxy:
                 return flow
         routes = request.routes
         uri = routes[0].uri if routes else request.uri
-        targets = resolve_uri(uri)
-        if sips or uri.scheme == "sips":
-            targets = [t for t in targets if t.transport in ("tls", "wss")]
-        if not targets and flow is not None and not routes:
-            return flow  # a Contact we cannot resolve: where its REGISTER came from
-        return targets[0] if targets else None
+        hop = self.locate(uri, binding, sips)
+        if flow is None or routes:
+            return hop
+        # a Contact we cannot resolve is reached where its REGISTER came from
+        if hop.done:
+            return hop if hop.targets else flow
+        fallback = Resolution(hop.name)
+        hop.wait(lambda found: fallback.settle(found.targets or [flow], None, found.detail))
+        return fallback
+
+    def locate(self, uri, binding=None, secure: bool = False) -> Resolution:
+        """RFC 3263: where the next hop's URI leads, in failover order (maybe still pending:
+        see `Resolution.wait`). With `[proxy] outbound_proxy`, a hop to a domain name not
+        served here (nor in `[dns.static]`) goes to that proxy instead."""
+        outbound = self.outbound_proxy
+        if outbound is not None and binding is None and not is_ip(uri.host) \
+                and uri.host not in self.resolver.static and not self.core.is_us(uri):
+            uri = outbound
+        return self.resolver.locate(uri, secure)
 
     @staticmethod
     def _use_flow(binding, contact) -> bool:
@@ -465,9 +482,9 @@ class Proxy:
             return False
         return contact.host == flow.remote[0] and uri_transport(contact) == flow.transport
 
-    def prepare(self, ctx: "ProxyContext", uri, binding):
-        """A copy of the request for one target, with §16.6 steps 1-8 applied; None when no
-        hop can be found."""
+    def prepare(self, ctx: "ProxyContext", uri, binding) -> Request:
+        """A copy of the request for one target with §16.6 steps 1-3, 5 and 6 applied; the
+        steps that depend on the transport it leaves on come with `stamp`."""
         request = ctx.request
         out = request.copy()
         out.uri = uri
@@ -476,22 +493,58 @@ class Proxy:
             out.set("Route", ", ".join(list(binding.path) + existing))
         max_forwards = request.max_forwards
         out.set("Max-Forwards", str(max_forwards - 1 if max_forwards is not None else 69))
-        secure = request.uri.scheme == "sips"
-        dest = self.next_hop(out, binding, secure)
-        if dest is None:
-            return None, None, None
+        return out
+
+    def stamp(self, ctx: "ProxyContext", out: Request, dest, keep: bool = False):
+        """§16.6 steps 4 and 8 for one destination: Record-Route and our Via for the transport
+        it leaves on (on a copy when `keep`: the failover targets need the original).
+        Returns (request, branch), or (None, None) when we cannot send over that transport."""
+        request = ctx.request
         transport = dest.transport
-        peer_host = dest.remote[0] if hasattr(dest, "remote") else dest.host
-        outbound = self.core.listening_point(transport, peer_host)
+        remote = getattr(dest, "remote", None)
+        if remote is not None:
+            outbound = self.core.listening_point(transport, remote[0], dest.local)
+        else:
+            outbound = self.core.listening_point(transport, dest.host)
         if outbound is None:
-            return None, None, None
+            return None, None
+        if keep:
+            out = out.copy()
         if request.method in DIALOG_CREATING and request.to.tag is None:
-            inbound = self.core.listening_point(ctx.flow.transport, ctx.flow.remote[0])
-            self._record_route(out, outbound, inbound, ctx.route_token(), secure)
+            flow = ctx.flow
+            inbound = self.core.listening_point(flow.transport, flow.remote[0], flow.local)
+            self._record_route(out, outbound, inbound, ctx.route_token(),
+                               request.uri.scheme == "sips")
         branch = self.new_branch(request)
         out.add("Via", "SIP/2.0/%s %s;branch=%s" % (transport.upper(), _hostport(outbound),
                                                    branch), first=True)
-        return out, dest, branch
+        return out, branch
+
+    def unroutable(self, ctx: "ProxyContext", hop) -> Response:
+        """The answer when no target of a hop could be tried. A name that does not exist is a
+        404 (definitive, RFC 3261 §21.4.5: a 503 would make RFC 3263 clients retry elsewhere
+        and is turned into a 500 by every proxy upstream, §16.7); DNS that did not answer is a
+        504 (an external server failed us, §21.5.5). A Warning says which name and why."""
+        request = ctx.request
+        problem = getattr(hop, "problem", None)
+        name = getattr(hop, "name", "")
+        detail = getattr(hop, "detail", "") or "no usable target"
+        if problem == INSECURE or request.uri.scheme == "sips" and problem is None:
+            status, reason = 480, "No secure path to the target"
+        elif problem == NOT_FOUND:
+            status, reason = 404, "Domain Not Found"
+        elif problem == FAILED:
+            status, reason = 504, "DNS Lookup Failed"
+        else:
+            status, reason = 503, "Unresolvable destination"
+        self.log.info("No route for {method} {call_id} to {name}: {detail} ({status})",
+                      method=request.method, call_id=request.call_id, name=name,
+                      detail=detail, status=status)
+        response = make_response(request, status, reason, to_tag=ctx.to_tag)
+        if name:
+            text = ("%s: %s" % (name, detail)).replace("\\", "").replace('"', "'")
+            response.add("Warning", '399 %s "%s"' % (self.config.domains[0], text[:200]))
+        return response
 
     def _record_route(self, out: Request, outbound, inbound, token: str,
                       secure: bool = False) -> None:
@@ -529,20 +582,29 @@ class Proxy:
                 binding = self._binding_for_contact(ack.uri)
         out = ack.copy()
         out.set("Max-Forwards", str(max_forwards - 1 if max_forwards is not None else 69))
-        dest = self.next_hop(out, binding)
-        if dest is None:
-            self.log.info("Dropping ACK {call_id}: no next hop", call_id=ack.call_id)
+        hop = self.next_hop(out, binding)
+        if isinstance(hop, Resolution):
+            hop.wait(lambda resolved: self._send_ack(out, ack, resolved.targets))
+        else:
+            self._send_ack(out, ack, [hop])
+
+    def _send_ack(self, out: Request, ack: Request, dests) -> None:
+        for dest in dests:
+            remote = getattr(dest, "remote", None)
+            if remote is not None:
+                point = self.core.listening_point(dest.transport, remote[0], dest.local)
+            else:
+                point = self.core.listening_point(dest.transport, dest.host)
+            if point is None:
+                continue
+            # the same branch for every retransmission of this ACK (stateless, §16.11)
+            branch = "%s%016x" % (MAGIC, hash((ack.via.branch or ack.call_id, "ack"))
+                                  & 0xFFFFFFFFFFFFFFFF)
+            out.add("Via", "SIP/2.0/%s %s;branch=%s" % (dest.transport.upper(), _hostport(point),
+                                                       branch), first=True)
+            self.core.send_message(out, dest)
             return
-        peer_host = dest.remote[0] if hasattr(dest, "remote") else dest.host
-        point = self.core.listening_point(dest.transport, peer_host)
-        if point is None:
-            return
-        # the same branch for every retransmission of this ACK (stateless, §16.11)
-        branch = "%s%016x" % (MAGIC, hash((ack.via.branch or ack.call_id, "ack"))
-                              & 0xFFFFFFFFFFFFFFFF)
-        out.add("Via", "SIP/2.0/%s %s;branch=%s" % (dest.transport.upper(), _hostport(point),
-                                                   branch), first=True)
-        self.core.send_message(out, dest)
+        self.log.info("Dropping ACK {call_id}: no next hop", call_id=ack.call_id)
 
     # -- CANCEL ----------------------------------------------------------------------------
 
@@ -590,7 +652,7 @@ class Branch:
     """One target of a forwarded request: its client transaction and Timer C."""
 
     __slots__ = ("ctx", "request", "dest", "branch_id", "client", "provisional", "done",
-                 "cancel_wanted", "cancel_sent", "timer_c")
+                 "cancel_wanted", "cancel_sent", "timer_c", "template", "alternatives")
 
     def __init__(self, ctx: "ProxyContext", request: Request, dest, branch_id=None):
         self.ctx = ctx
@@ -603,6 +665,55 @@ class Branch:
         self.cancel_wanted = False
         self.cancel_sent = False
         self.timer_c = None
+        self.template = None  # the request before `stamp`, kept while alternatives remain
+        self.alternatives = ()  # the targets to fail over to (RFC 3263 §4.3), in order
+
+    def launch(self, dests) -> bool:
+        """Send `self.request` (not stamped yet) to the first of `dests` we can leave for; the
+        others stay as alternatives. False when none could be tried."""
+        ctx = self.ctx
+        template = self.request
+        dests = list(dests)
+        while dests:
+            dest = dests.pop(0)
+            out, branch_id = ctx.proxy.stamp(ctx, template, dest, keep=bool(dests))
+            if out is None:
+                continue
+            self.request, self.dest, self.branch_id = out, dest, branch_id
+            if dests:
+                self.template, self.alternatives = template, dests
+            self.start()
+            return True
+        return False
+
+    def resolved(self, resolution) -> None:
+        """DNS answered for a branch that was waiting for it."""
+        ctx = self.ctx
+        if ctx is None or self.done:
+            return
+        if self.cancel_wanted or ctx.cancelled:
+            self.finish(make_response(ctx.request, 487, to_tag=ctx.to_tag))
+        elif not self.launch(resolution.targets):
+            self.finish(ctx.proxy.unroutable(ctx, resolution))
+
+    def _fail_over(self) -> bool:
+        """RFC 3263 §4.3: this target failed (transport error, Timer B/F, 503), so the same
+        request goes to the next one as a new branch; the caller hears nothing of this one."""
+        ctx = self.ctx
+        if not self.alternatives or ctx is None or self.cancel_wanted or ctx.cancelled \
+                or ctx.final_sent:
+            return False
+        successor = Branch(ctx, self.template, None)
+        ctx.branches.append(successor)
+        if not successor.launch(self.alternatives):
+            ctx.branches.remove(successor)
+            return False
+        ctx.proxy.log.info("{call_id}: {dest} failed; trying {next}", call_id=ctx.request.call_id,
+                           dest=self.dest, next=successor.dest)
+        self.done = True
+        self.template, self.alternatives = None, ()
+        self._stop_timer_c()
+        return True
 
     def start(self) -> None:
         ctx = self.ctx
@@ -640,7 +751,13 @@ class Branch:
             client.terminate()
 
     def cancel(self) -> None:
-        if self.done or self.request.method != "INVITE":
+        if self.done:
+            return
+        if self.client is None and self.ctx is not None:  # still waiting for DNS
+            self.cancel_wanted = True
+            self.finish(make_response(self.ctx.request, 487, to_tag=self.ctx.to_tag))
+            return
+        if self.request.method != "INVITE":
             return
         self.cancel_wanted = True
         if self.provisional:
@@ -683,14 +800,16 @@ class Branch:
             if 200 <= response.status < 300:
                 self.ctx.late_success(self, response)
             return
+        if response.status == 503 and self._fail_over():
+            return
         self.finish(response)
 
     def client_timeout(self, client) -> None:
-        if not self.done:
+        if not self.done and not self._fail_over():
             self.finish(make_response(self.ctx.request, 408, to_tag=self.ctx.to_tag))
 
     def client_error(self, client) -> None:
-        if not self.done:
+        if not self.done and not self._fail_over():
             self.finish(make_response(self.ctx.request, 503, to_tag=self.ctx.to_tag))
 
     def finish(self, response: Response) -> None:
@@ -807,24 +926,30 @@ class ProxyContext:
 
     def _next_group(self) -> bool:
         """Fork to the next q-value group; False when nothing was left to try."""
+        proxy = self.proxy
+        secure = self.request.uri.scheme == "sips"
         while self.targets:
             group, breadths = self._share_breadth(self.targets.pop(0))
             started = 0
             for (uri, binding), breadth in zip(group, breadths):
-                out, dest, branch_id = self.proxy.prepare(self, uri, binding)
-                if out is None:
-                    if self.request.uri.scheme == "sips":
-                        status, reason = 480, "No secure path to the target"
-                    else:
-                        status, reason = 503, "Unresolvable destination"
-                    self.responses.append(make_response(self.request, status, reason,
-                                                        to_tag=self.to_tag))
-                    continue
+                out = proxy.prepare(self, uri, binding)
                 out.set("Max-Breadth", breadth)
-                branch = Branch(self, out, dest, branch_id)
+                hop = proxy.next_hop(out, binding, secure)
+                branch = Branch(self, out, None)
                 self.branches.append(branch)
-                started += 1
-                branch.start()
+                if isinstance(hop, Resolution):
+                    if not hop.done:
+                        hop.wait(branch.resolved)  # the branch goes once DNS has answered
+                        started += 1
+                        continue
+                    dests = hop.targets
+                else:
+                    dests = (hop,)
+                if branch.launch(dests):
+                    started += 1
+                else:
+                    self.branches.pop()
+                    self.responses.append(proxy.unroutable(self, hop))
             if started:
                 return True
         return False

@@ -231,6 +231,7 @@ class ReticulumService(MultiService):
         self.twistd_options: Any = None
         self.transports: Optional[Transports] = None
         self.core: Any = None
+        self.dns: Any = None  # the DNS lookup and its thread pool
         self._started = False
 
     @property
@@ -260,8 +261,13 @@ class ReticulumService(MultiService):
 
         raise_open_files_limit()
 
+        from reticulum.dns.lookup import ThreadedLookup
+
         transports = Transports(config, reactor=self.reactor)
-        core = Core(config, clock=self.reactor, transports=transports)
+        self.dns = ThreadedLookup(self.reactor, nameservers=config.dns.nameservers,
+                                  timeout=config.dns.timeout)
+        core = Core(config, clock=self.reactor, transports=transports, lookup=self.dns)
+        self.dns.start()
         transports.attach(core)
         self.transports = transports
         self.core = core
@@ -315,6 +321,9 @@ class ReticulumService(MultiService):
         def stop_own(_: Any) -> Any:
             transports, core = self.transports, self.core
             self._started = False
+            if self.dns is not None:
+                self.dns.stop()
+                self.dns = None
             inner = defer.succeed(None)
             if transports is not None:
                 inner = transports.stop()

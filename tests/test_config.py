@@ -318,3 +318,47 @@ def test_relative_path_resolved_from_config_folder(tmp_path, monkeypatch):
     monkeypatch.chdir("/")
     c = load_config(os.path.relpath(p, "/"))
     assert c.state_dir == str(tmp_path / "state")
+
+
+def test_dns_proxy_and_server_sections(tmp_path):
+    path = write(tmp_path, """
+[dns]
+nameservers = ["127.0.0.1:5353", "[::1]:53"]
+timeout = 2
+
+[dns.static]
+"Home.Reticulum.Local" = "192.168.1.20:5080"
+nas = "10.0.0.2"
+
+[proxy]
+outbound_proxy = "sip:proxy.example.org:5061;transport=tls"
+
+[server]
+public_name = "SIP.example.org"
+""")
+    config = load_config(path)
+    assert config.dns.nameservers == [("127.0.0.1", 5353), ("::1", 53)]
+    assert config.dns.timeout == 2
+    assert config.dns.static == {"home.reticulum.local": ("192.168.1.20", 5080),
+                                 "nas": ("10.0.0.2", None)}
+    assert config.proxy.outbound_proxy == "sip:proxy.example.org:5061;transport=tls"
+    assert config.server.public_name == "sip.example.org"
+    defaults = config_from_dict({})
+    assert defaults.dns.nameservers == [] and defaults.dns.static == {}
+    assert defaults.proxy.outbound_proxy is None and defaults.server.public_name is None
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"dns": {"nameservers": ["ns.example.org:53"]}}, "dns.nameservers[0]"),
+    ({"dns": {"timeout": 0}}, "dns.timeout"),
+    ({"dns": {"static": {"home.lan": "somewhere"}}}, 'dns.static."home.lan"'),
+    ({"dns": {"static": {"bad name": "10.0.0.1"}}}, "dns.static"),
+    ({"dns": {"static": {"home.lan": 5060}}}, 'dns.static."home.lan"'),
+    ({"dns": {"colour": 1}}, "dns.colour"),
+    ({"proxy": {"outbound_proxy": "http://example.org"}}, "proxy.outbound_proxy"),
+    ({"proxy": {"outbound_proxy": "sip:p.example.org;transport=sctp"}}, "proxy.outbound_proxy"),
+    ({"server": {"public_name": "sip example"}}, "server.public_name"),
+])
+def test_bad_dns_proxy_server_values_name_the_key(data, key):
+    message = error_of(data)
+    assert key in message and "\n" not in message

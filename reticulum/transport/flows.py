@@ -114,7 +114,8 @@ class Transports:
         self._ports: List[Any] = []  # twisted listening ports
         self._udp: Dict[Tuple[str, int], UDPProtocol] = {}
         self._conns: Dict[int, Any] = {}  # conn id -> StreamProtocol | PendingConnection
-        self._by_remote: Dict[Tuple[str, str, int], int] = {}  # (transport, host, port) -> conn id
+        self._by_remote: Dict[tuple, int] = {}  # (transport, host, port[, name]) -> conn id
+        self._named: Dict[int, tuple] = {}  # conn id -> its key with a verified name
         self._ids = itertools.count(1)
         self._outgoing: set = set()  # conn ids of our connections, counted by self.limits
 
@@ -288,9 +289,12 @@ class Transports:
             return False
         return conn.write(data)
 
-    def send_to(self, data: bytes, transport: str, host: str, port: int) -> Flow:
+    def send_to(self, data: bytes, transport: str, host: str, port: int,
+                server_name: Optional[str] = None) -> Flow:
         """Send to (host, port) over ``transport``, reusing a live connection.
 
+        ``server_name``: the SIP domain a TLS peer must prove it is (RFC 5922) when
+        ``[tls] verify_peers`` is on; such a connection is reused only for that name.
         Returns the flow used.  A failure is reported later through
         ``core.flow_failed(flow)``.
         """
@@ -299,7 +303,9 @@ class Transports:
         if transport == "udp":
             return self._send_udp(data, host, port)
         if transport in ("tcp", "tls"):
-            return self._send_stream(data, transport, host, port)
+            if transport != "tls" or not self.config.tls.verify_peers:
+                server_name = None
+            return self._send_stream(data, transport, host, port, server_name)
         flow = Flow(transport, self._unbound_local(host), (host, port), next(self._ids))
         log.warn("cannot send to {flow}: transport {t} is not available", flow=str(flow), t=transport)
         self._report_failure(flow)
@@ -370,8 +376,11 @@ class Transports:
                 return (lp.host, lp.port)
         return ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
 
-    def _send_stream(self, data: bytes, transport: str, host: str, port: int) -> Flow:
-        key = (transport, host, port)
+    def _send_stream(self, data: bytes, transport: str, host: str, port: int,
+                     server_name: Optional[str] = None) -> Flow:
+        key: tuple = (transport, host, port)
+        if server_name:
+            key = key + (server_name.lower(),)
         conn_id = self._by_remote.get(key)
         if conn_id is not None:
             conn = self._conns.get(conn_id)
@@ -387,6 +396,8 @@ class Transports:
         pending.queue.append(data)
         self._conns[flow.conn] = pending
         self._by_remote[key] = flow.conn
+        if server_name:
+            self._named[flow.conn] = key
         log.info(
             "{transport} connection #{conn} to {remote}: connecting",
             transport=transport,
@@ -398,7 +409,7 @@ class Transports:
             if transport == "tls":
                 from reticulum.transport import tls
 
-                factory = tls.client_factory(self, pending, self.tls_contexts(), host)
+                factory = tls.client_factory(self, pending, self.tls_contexts(), server_name or host)
             pending.connector = self.reactor.connectTCP(host, port, factory, timeout=self.connect_timeout)
         except Exception as e:
             log.warn("{flow}: cannot connect: {error}", flow=str(flow), error=e)
@@ -480,6 +491,9 @@ class Transports:
     def _forget(self, flow: Flow) -> None:
         self._conns.pop(flow.conn, None)
         self._release(flow.conn)
+        named = self._named.pop(flow.conn, None)
+        if named is not None and self._by_remote.get(named) == flow.conn:
+            del self._by_remote[named]
         key = (flow.transport, flow.remote[0], flow.remote[1])
         if self._by_remote.get(key) == flow.conn:
             del self._by_remote[key]

@@ -5,7 +5,7 @@
 Prints one JSON object per line on stdout: {"event": "ready"} once listening,
 then one per core call.  The core answers every message on its flow with
 b"ECHO " + message, except messages starting with b"SENDTO <transport> <host>
-<port>\\n", whose rest is sent with ``send_to`` to that address.
+<port> [<server name>]\\n", whose rest is sent with ``send_to`` to that address.
 """
 
 from __future__ import annotations
@@ -36,8 +36,11 @@ class EchoCore:
         emit(event="receive", flow=describe(flow), size=len(data), data=data[:200].decode("latin-1"))
         if data.startswith(b"SENDTO "):
             line, _, rest = data.partition(b"\n")
-            _, transport, host, port = line.decode().split()
-            out = self.transports.send_to(rest, transport, host, int(port))
+            _, transport, host, port, *name = line.decode().split()
+            if name:  # the SIP domain a TLS peer must prove it is (RFC 5922)
+                out = self.transports.send_to(rest, transport, host, int(port), server_name=name[0])
+            else:
+                out = self.transports.send_to(rest, transport, host, int(port))
             emit(event="sent_to", flow=describe(out))
         else:
             ok = self.transports.send(b"ECHO " + data, flow)

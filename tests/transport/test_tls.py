@@ -457,3 +457,23 @@ def test_verify_peers_checks_client_certificates_when_sent(verifying, ca, tmp_pa
                 s.sendall(MSG)
                 if not s.recv(100):
                     raise OSError("closed")
+
+
+def test_verify_peers_checks_the_sip_domain_not_the_address(verifying, ca, tmp_path):
+    """RFC 5922: a peer found through DNS for b.test must prove it is b.test; its address
+    need not be in its certificate. A connection proved for one domain is not reused for
+    another one at the same address."""
+    cert, key = issue(ca, "b.test", [])
+    peer = TLSPeer(cert, key, tmp_path)
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca[0].public_bytes(serialization.Encoding.PEM))
+    try:
+        with verifying.connect(cafile=str(ca_file)) as s:
+            s.sendall(b"SENDTO tls 127.0.0.1 %d b.test\n" % peer.port + MSG)
+            assert peer.received.get(timeout=5) == MSG
+            s.sendall(b"SENDTO tls 127.0.0.1 %d c.test\n" % peer.port + MSG)
+            verifying.wait_for(lambda e: e["event"] == "failed"
+                               and e["flow"]["remote"] == ["127.0.0.1", peer.port], 10)
+        assert peer.received.empty()  # nothing for c.test reached the b.test server
+    finally:
+        peer.close()

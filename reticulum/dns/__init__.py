@@ -1,25 +1,37 @@
-"""Where a SIP URI leads: RFC 3263 target selection.
+"""Where a SIP URI leads: RFC 3263 (locating SIP servers).
 
-Pure functions: they turn a URI into an ordered list of `Target`s. Names that need DNS are not
-resolved here yet; IP literals (and ``localhost``) are, with the transport and port rules of
-RFC 3263 §4.1 and §4.2 for the case where no NAPTR/SRV lookup is needed.
+Two parts, so that deciding stays plain Python and only asking touches threads:
+
+* `reticulum.dns.rfc3263` decides: NAPTR -> SRV -> A/AAAA (RFC 3263 §4), SRV priority and
+  weight (RFC 2782), the failover order, a cache honouring TTLs (failures kept briefly), one
+  query per name however many requests wait for it. Answers come in through a `lookup`
+  object, time through the injected clock.
+* `reticulum.dns.lookup` asks: dnspython's resolver in a bounded thread pool, answers handed
+  back on the reactor thread.
+
+This module holds the values everyone shares: `Target`, `is_ip`, and the rule for URIs that
+need no lookup at all (IP literals).
 """
 from __future__ import annotations
 
 import functools
 import ipaddress
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 RELIABLE = frozenset(("tcp", "tls", "ws", "wss", "sctp"))
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80, "wss": 443}
 
 
 class Target(NamedTuple):
-    """One place to send a request: a transport, an IP address and a port."""
+    """One place to send a request: a transport, an IP address and a port.
+
+    `name` is the SIP domain the address was found for: what a TLS peer must prove it is
+    (RFC 5922); None for an address given as such."""
 
     transport: str
     host: str
     port: int
+    name: Optional[str] = None
 
     @property
     def reliable(self) -> bool:
@@ -56,3 +68,10 @@ def resolve_uri(uri) -> list[Target]:
         return []
     port = uri.port or DEFAULT_PORTS.get(transport, 5060)
     return [Target(transport, host, port)]
+
+
+from reticulum.dns.rfc3263 import (  # noqa: E402  (it imports Target from here)
+    FAILED, INSECURE, NOT_FOUND, Answer, NoLookup, Resolution, Resolver)
+
+__all__ = ["Target", "RELIABLE", "DEFAULT_PORTS", "is_ip", "uri_transport", "resolve_uri",
+           "Answer", "Resolution", "Resolver", "NoLookup", "NOT_FOUND", "FAILED", "INSECURE"]
