@@ -334,7 +334,7 @@ class Proxy:
         core = self.core
         given = []  # the tokens on our entries, checked with one MAC at the end
         uri = request.uri
-        if core.is_us(uri) and "lr" in uri.params and request.routes:
+        if "lr" in uri.params and request.routes and core.is_us(uri):
             # A strict router put our Record-Route URI in the Request-URI (§16.4).
             given.append(uri.params.get(TOKEN_PARAM))
             routes = request.get_all("Route")
@@ -347,6 +347,8 @@ class Proxy:
             given.append(routes[0].uri.params.get(TOKEN_PARAM))
             request.remove_first("Route")
             routes = request.routes
+        if not given:
+            return False
         given = [token for token in given if token]
         return bool(given) and self.tokens.valid_any(request.call_id, given)
 
@@ -357,8 +359,9 @@ class Proxy:
         core = self.core
         if routes:
             return [[(uri, None)]]
-        if core.is_us(uri):
-            aor = self._aor(uri)
+        domain = core.local_domain(uri)
+        if domain is not None:
+            aor = self._canonical(uri, domain).aor()
             bindings = self.location.lookup(aor, self.clock.seconds())
             if not bindings:
                 binding = self._binding_for_contact(uri)
