@@ -41,6 +41,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from reticulum import events
 from reticulum.sip import Response, format_auth, make_response, parse_auth, parse_uri
 from reticulum.sip import digest
 
@@ -231,6 +232,8 @@ class Authenticator:
                 "Digest authentication failed for {user!r} from {address}",
                 user=username, address=source_ip,
             )
+            if events.listening:
+                events.emit("auth", action="failure", user=username, address=source_ip)
         return AuthResult(response=self.challenge(request, proxy, realm, stale=outcome == _STALE,
                                                   source_ip=source_ip))
 
@@ -500,6 +503,9 @@ class Authenticator:
             return
         entry.count = 0
         entry.locked_until = now + self.lockout_seconds
+        if events.listening:
+            events.emit("auth", action="lockout", kind=key[0], user=fields.get("user"),
+                        address=fields.get("source"), seconds=self.lockout_seconds)
         self.log.warn(
             "Refusing " + what + " for {seconds:g}s after {count} failed authentications",
             seconds=self.lockout_seconds, count=limit, **fields,

@@ -120,6 +120,8 @@ class TransportConfig:
     head_timeout: float = 30  # a message must arrive whole within this of its first byte
 
 
+#: `[log] messages`: none, one line per message, or whole messages
+LOG_MESSAGES = ("off", "summary", "full")
 #: ``[log] level`` values, lowest first; ``[log] format`` values.
 LOG_LEVELS = ("debug", "info", "warning")
 LOG_FORMATS = ("text", "json")
@@ -127,9 +129,14 @@ LOG_FORMATS = ("text", "json")
 
 @dataclass(frozen=True)
 class LogConfig:
-    messages: bool = True
+    messages: str = "summary"  # one of LOG_MESSAGES (true/false read as summary/off)
     level: str = "info"  # the lowest level written: "debug", "info" or "warning"
     format: str = "text"  # "text" (twistd's lines) or "json" (one object a line)
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    token: Optional[str] = None  # None: generated at first start into state_dir/admin-token
 
 
 @dataclass(frozen=True)
@@ -188,6 +195,7 @@ class Config:
     dns: DNSConfig = field(default_factory=DNSConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     #: the file this came from (absolute), or None when built from a dict
     path: Optional[str] = None
 
@@ -238,6 +246,7 @@ def config_from_dict(
     auth = _auth(r.section("auth"))
     transport = _transport(r.section("transport"))
     log = _log(r.section("log"))
+    admin = AdminConfig(token=_done(r.section("admin"), _admin_token))
     tls = _tls(r.section("tls"), base_dir)
     websocket = _websocket(r.section("websocket"))
     dialog = DialogConfig(
@@ -263,6 +272,7 @@ def config_from_dict(
         dns=dns,
         proxy=proxy,
         server=server,
+        admin=admin,
         path=path,
     )
 
@@ -342,6 +352,23 @@ def _listen(r: "_Reader", path: Optional[str]) -> ListenConfig:
         values[name] = addrs
     r.finish()
     return ListenConfig(**values)
+
+
+def _log_messages(r: "_Reader") -> str:
+    value = r.take("messages", "summary")
+    if value is True or value is False:
+        return "summary" if value else "off"
+    if value not in LOG_MESSAGES:
+        raise ConfigError(r.msg("messages", "must be one of %s, not %r"
+                                % (", ".join('"%s"' % v for v in LOG_MESSAGES), value)))
+    return value
+
+
+def _admin_token(r: "_Reader") -> Optional[str]:
+    token = r.string("token", None, non_empty=True)
+    if token is not None and (len(token) < 16 or any(c.isspace() for c in token)):
+        raise ConfigError(r.msg("token", "must be at least 16 characters with no spaces"))
+    return token
 
 
 def _timers(r: "_Reader") -> TimersConfig:
@@ -428,7 +455,7 @@ def _transport(r: "_Reader") -> TransportConfig:
 
 
 def _log(r: "_Reader") -> LogConfig:
-    messages = r.boolean("messages", True)
+    messages = _log_messages(r)
     level = r.choice("level", "info", LOG_LEVELS)
     fmt = r.choice("format", "text", LOG_FORMATS)
     r.finish()

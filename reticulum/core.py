@@ -13,6 +13,7 @@ import socket
 
 from twisted.logger import Logger
 
+from reticulum import events
 from reticulum.dialog import DialogTracker
 from reticulum.dns import RELIABLE, NoLookup, Resolver, Target, is_ip
 from reticulum.proxy import Proxy
@@ -63,7 +64,9 @@ class Core:
         self.config = config
         self.clock = clock
         self.transports = transports
-        self.log_messages = getattr(getattr(config, "log", None), "messages", True)
+        mode = getattr(getattr(config, "log", None), "messages", "summary")
+        self.log_messages = mode not in ("off", False)
+        self.log_full = mode == "full"  # whole messages, for sngrep-like reading
         timers = config.timers
         self.transactions = TransactionLayer(
             clock, Timers(t1=timers.t1, t2=timers.t2, t4=timers.t4), self.send_message
@@ -432,16 +435,22 @@ class Core:
     # -- logging -------------------------------------------------------------------------------
 
     def _log_in(self, message, flow) -> None:
+        if events.listening:
+            events.emit("message", direction="in", message=message, flow=flow)
         if self.log_messages:
-            self.log.info("<- {what} {call_id} from {transport} {peer}",
+            self.log.info("<- {what} {call_id} from {transport} {peer}{full}",
                           what=_describe(message), call_id=message.get("Call-ID"),
-                          transport=flow.transport, peer=_peer(flow.remote))
+                          transport=flow.transport, peer=_peer(flow.remote),
+                          full=_full_text(message) if self.log_full else "")
 
     def _log_out(self, message, flow) -> None:
+        if events.listening and flow is not None:
+            events.emit("message", direction="out", message=message, flow=flow)
         if self.log_messages and flow is not None:
-            self.log.info("-> {what} {call_id} to {transport} {peer}",
+            self.log.info("-> {what} {call_id} to {transport} {peer}{full}",
                           what=_describe(message), call_id=message.get("Call-ID"),
-                          transport=flow.transport, peer=_peer(flow.remote))
+                          transport=flow.transport, peer=_peer(flow.remote),
+                          full=_full_text(message) if self.log_full else "")
 
 
 def _describe(message) -> str:
@@ -449,6 +458,12 @@ def _describe(message) -> str:
         return message.method
     cseq = (message.get("CSeq") or "").split()
     return "%d %s/%s" % (message.status, message.reason, cseq[-1] if cseq else "?")
+
+
+def _full_text(message) -> str:
+    """The whole message, indented under its summary line (`[log] messages = "full"`)."""
+    text = message.to_bytes().decode("utf-8", "replace").rstrip("\r\n")
+    return "\n    " + text.replace("\r\n", "\n    ")
 
 
 def _peer(address) -> str:

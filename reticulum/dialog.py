@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List, Optional, Tuple
 
+from reticulum import events
+
 __all__ = ["Dialog", "DialogTracker", "EARLY", "CONFIRMED", "TERMINATED"]
 
 EARLY = "early"
@@ -23,6 +25,8 @@ CONFIRMED = "confirmed"
 TERMINATED = "terminated"
 
 DIALOG_METHODS = frozenset(("INVITE", "SUBSCRIBE"))
+#: the event each state change is reported as (a dialog may be created confirmed)
+_ACTIONS = {EARLY: "created", CONFIRMED: "confirmed", TERMINATED: "terminated"}
 
 
 class Dialog:
@@ -250,6 +254,8 @@ class DialogTracker:
         else:
             self._early += 1
             self._arm(dialog, self.early_lifetime)
+        if events.listening and state == CONFIRMED:  # created and confirmed by one 2xx
+            events.emit("dialog", action="created", dialog=dialog)
         self._changed(dialog)
         return dialog
 
@@ -324,5 +330,7 @@ class DialogTracker:
                 timer.cancel()
 
     def _changed(self, dialog: Dialog) -> None:
+        if events.listening:
+            events.emit("dialog", action=_ACTIONS.get(dialog.state), dialog=dialog)
         if self.on_change is not None:
             self.on_change(dialog)

@@ -36,6 +36,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
+from reticulum import events
+
 if TYPE_CHECKING:  # pragma: no cover
     from reticulum.transport.base import Flow
 
@@ -252,6 +254,9 @@ class MemoryLocation(LocationStore):
                 if other.contact != binding.contact:
                     self._drop(other)
                     self._persist_remove(aor, other.contact)
+                    if events.listening:
+                        events.emit("registration", action="removed", binding=other,
+                                    reason="replaced")
         contacts = self._aors.get(aor)
         if contacts is None:
             contacts = self._aors[aor] = {}
@@ -264,6 +269,8 @@ class MemoryLocation(LocationStore):
         contacts[binding.contact] = binding
         self._index(binding)
         self._persist_put(binding)
+        if events.listening:
+            events.emit("registration", action="refreshed" if old else "added", binding=binding)
 
     def remove(self, aor: str, contact: str) -> Binding | None:
         binding = self.get(aor, contact)
@@ -271,6 +278,8 @@ class MemoryLocation(LocationStore):
             return None
         self._drop(binding)
         self._persist_remove(aor, contact)
+        if events.listening:
+            events.emit("registration", action="removed", binding=binding, reason="unregistered")
         return binding
 
     def remove_all(self, aor: str) -> list[Binding]:
@@ -280,6 +289,9 @@ class MemoryLocation(LocationStore):
         removed = list(contacts.values())
         for binding in removed:
             self._drop(binding)
+            if events.listening:
+                events.emit("registration", action="removed", binding=binding,
+                            reason="unregistered")
         self._persist_remove_all(aor)
         return removed
 
@@ -295,6 +307,9 @@ class MemoryLocation(LocationStore):
             self._drop(binding)
             self._persist_remove(aor, contact)
             removed.append(binding)
+            if events.listening:
+                events.emit("registration", action="removed", binding=binding,
+                            reason="connection closed")
         return removed
 
     def sweep(self, now: float) -> int:
@@ -308,6 +323,8 @@ class MemoryLocation(LocationStore):
             self._drop(binding)
             self._persist_remove(aor, contact)
             removed += 1
+            if events.listening:
+                events.emit("registration", action="expired", binding=binding)
         return removed
 
     # -- internals -------------------------------------------------------------------------

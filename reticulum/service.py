@@ -233,6 +233,8 @@ class ReticulumService(MultiService):
         self.core: Any = None
         self.dns: Any = None  # the DNS lookup and its thread pool
         self._started = False
+        self.admin: Any = None  # reticulum.admin.AdminService when [listen] admin is set
+        self._word_log: Any = None
 
     @property
     def reactor(self) -> Any:
@@ -284,6 +286,7 @@ class ReticulumService(MultiService):
             except Exception:
                 log.failure("core.stop() failed")
             raise StartupError(str(e)) from None
+        self._start_watchers()
         log.info(
             "Reticulum {version} serving {domains}; state in {state_dir}",
             version=__version__,
@@ -291,6 +294,35 @@ class ReticulumService(MultiService):
             state_dir=config.state_dir,
         )
         log_startup_summary(self)
+
+    def _start_watchers(self) -> None:
+        """The observers of the core's events: the log in words, the admin port."""
+        from reticulum import events
+
+        if self.config.log.messages != "off":
+            from reticulum.wordlog import WordLog
+
+            self._word_log = WordLog(self.config.domains)
+            events.subscribe(self._word_log)
+        if self.config.listen.admin:
+            from reticulum.admin import start_admin
+
+            try:
+                self.admin = start_admin(self.config, self.core, self.transports, self.reactor)
+            except ValueError as e:
+                self._stop_watchers()
+                stopping = self.transports.stop()
+                stopping.addBoth(lambda _: self.core.stop())
+                raise StartupError(str(e)) from None
+
+    def _stop_watchers(self) -> Any:
+        from reticulum import events
+
+        if self._word_log is not None:
+            events.unsubscribe(self._word_log)
+            self._word_log = None
+        admin, self.admin = self.admin, None
+        return admin.stop() if admin is not None else defer.succeed(None)
 
     def _ensure_started(self) -> None:
         if self._started:
@@ -324,9 +356,9 @@ class ReticulumService(MultiService):
             if self.dns is not None:
                 self.dns.stop()
                 self.dns = None
-            inner = defer.succeed(None)
+            inner = self._stop_watchers()
             if transports is not None:
-                inner = transports.stop()
+                inner.addCallback(lambda _: transports.stop())
             if core is not None:
 
                 def stop_core(_: Any) -> Any:

@@ -31,6 +31,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable, Dict, List, Optional
 
+from reticulum import events
+
 __all__ = [
     "MAGIC_COOKIE",
     "Timers",
@@ -382,6 +384,8 @@ class TransactionLayer:
         if old is not None:
             self.log("Server transaction %s replaced while %s" % (key, old.state))
         self._servers[key] = st
+        if events.listening:
+            events.emit("transaction", action="created", transaction=st, side="server")
         if not st.is_invite:
             # A TU that never answers must not leave the transaction behind: the client gave
             # up at 64*T1 (Timer F) anyway.
@@ -421,6 +425,8 @@ class TransactionLayer:
         if old is not None:
             self.log("Client transaction %s %s replaced while %s" % (method, branch, old.state))
         table[branch] = ct
+        if events.listening:
+            events.emit("transaction", action="created", transaction=ct, side="client")
         if method == "CANCEL":
             invite = self._clients.get(branch)
             if invite is not None and invite.is_invite:
@@ -696,6 +702,8 @@ class ServerTransaction:
         self.state = TERMINATED
         self._cancel_timers()
         self.layer._remove_server(self)
+        if events.listening:
+            events.emit("transaction", action="terminated", transaction=self, side="server")
         tu = self.tu
         self.tu = None  # the TU usually points back here: let refcounting free both
         _callback(tu, "server_terminated", self)
@@ -922,6 +930,8 @@ class ClientTransaction:
         self.state = TERMINATED
         self.cancel_timers()
         self.layer._remove_client(self)
+        if events.listening:
+            events.emit("transaction", action="terminated", transaction=self, side="client")
         tu = self.tu
         self.tu = None  # the TU usually points back here: let refcounting free both
         _callback(tu, "client_terminated", self)

@@ -108,7 +108,7 @@ session_lifetime = 1800
     assert c.auth.algorithms == ["SHA-256"]
     assert c.auth.max_failures == 3 and c.auth.lockout_seconds == 60 and c.auth.nonce_lifetime == 30
     assert c.transport.max_message_size == 4096 and c.transport.tcp_idle_timeout == 30
-    assert c.log.messages is False
+    assert c.log.messages == "off"
     assert c.tls.certificate == str(tmp_path / "cert.pem")
     assert c.tls.private_key == "/abs/key.pem"
     assert c.tls.verify_peers is True
@@ -139,8 +139,9 @@ def test_defaults():
     assert c.transport.max_connections_per_ip == 64
     assert c.transport.max_connections is None  # derived from the open-files limit at start
     assert c.transport.head_timeout == 30
-    assert c.log.messages is True
+    assert c.log.messages == "summary"
     assert c.log.level == "info" and c.log.format == "text"
+    assert c.admin.token is None
     assert c.tls.certificate is None and c.tls.private_key is None and c.tls.verify_peers is False
     assert c.websocket.allowed_origins == [] and c.websocket.max_frame_size == 65535
     assert c.dialog.session_lifetime == 7200
@@ -262,6 +263,8 @@ def test_duplicate_address():
         ({"transport": {"max_connections": 1.5}}, "transport.max_connections"),
         ({"transport": {"head_timeout": 0}}, "transport.head_timeout"),
         ({"log": {"messages": "yes"}}, "log.messages"),
+        ({"admin": {"token": "short"}}, "admin.token"),
+        ({"admin": {"secret": "x"}}, "admin.secret"),
         ({"log": {"level": "verbose"}}, "log.level"),
         ({"log": {"level": 10}}, "log.level"),
         ({"log": {"format": "xml"}}, "log.format"),
@@ -318,6 +321,17 @@ def test_relative_path_resolved_from_config_folder(tmp_path, monkeypatch):
     monkeypatch.chdir("/")
     c = load_config(os.path.relpath(p, "/"))
     assert c.state_dir == str(tmp_path / "state")
+
+
+@pytest.mark.parametrize("value, mode", [("off", "off"), ("summary", "summary"),
+                                         ("full", "full"), (True, "summary"), (False, "off")])
+def test_log_messages_modes(value, mode):
+    assert config_from_dict({"log": {"messages": value}}).log.messages == mode
+
+
+def test_admin_token():
+    token = "0123456789abcdef0123"
+    assert config_from_dict({"admin": {"token": token}}).admin.token == token
 
 
 def test_dns_proxy_and_server_sections(tmp_path):

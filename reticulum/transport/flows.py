@@ -36,6 +36,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorSocket
 from twisted.logger import Logger
 
+from reticulum import events
 from reticulum.transport.base import Flow, ListeningPoint, _hostport
 from reticulum.transport.limits import ConnectionLimits, GuardFactory, RESERVED_FILES, default_max_connections, open_files_limit
 from reticulum.transport.tcp import PendingConnection, StreamClientFactory, StreamProtocol, StreamServerFactory
@@ -148,6 +149,8 @@ class Transports:
         what was bound before is released again.
         """
         for name, (host, port) in self.config.listen.items():
+            if name == "admin":
+                continue  # served by reticulum.admin
             if name not in SUPPORTED_LISTEN:
                 log.warn(
                     "listen.{name} {addr}: this transport is not available yet; ignored",
@@ -427,6 +430,8 @@ class Transports:
         self._conns[flow.conn] = proto
         key = (flow.transport, flow.remote[0], flow.remote[1])
         self._by_remote.setdefault(key, flow.conn)
+        if events.listening:
+            events.emit("connection", action="opened", flow=flow, outgoing=pending is not None)
         if isinstance(pending, PendingConnection):
             local = proto.transport.getHost()
             log.info(
@@ -465,6 +470,8 @@ class Transports:
                 self.core.flow_closed(flow)
             except Exception:
                 log.failure("core failed on flow_closed({flow})", flow=str(flow))
+        if events.listening:  # after the core: its bindings are gone by now
+            events.emit("connection", action="closed", flow=flow)
 
     def connect_failed(self, pending: PendingConnection, reason: Any) -> None:
         flow = pending.flow
