@@ -21,6 +21,7 @@ import zlib
 
 from twisted.logger import Logger
 
+from reticulum import events
 from reticulum.dns import FAILED, INSECURE, NOT_FOUND, Resolution, is_ip, uri_transport
 from reticulum.sip import Request, Response, make_response, parse_address, parse_uri
 
@@ -191,6 +192,8 @@ class Proxy:
         self.log.info("Refused {method} {call_id} from {peer} with {status}: {rule}",
                       method=request.method, call_id=request.call_id, peer=_peer(ctx.flow),
                       status=status, rule=rule)
+        if events.listening:
+            events.emit("refused", request=request, flow=ctx.flow, status=status, rule=rule)
         ctx.respond(status, reason)
 
     def _route(self, ctx: "ProxyContext") -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
+from reticulum import events
 from reticulum.accounts import AccountStore
 from reticulum.config import config_from_dict
 from reticulum.core import Core
@@ -359,3 +360,15 @@ def test_accepted_invite_is_still_stateful(tmp_path):
     assert statuses(to_flow(sent, CALLER)) == [486]
     clock.advance(0.6)
     assert statuses(to_flow(net.take(), CALLER)) == [486]  # Timer G: the caller is known
+
+
+def test_a_refusal_is_an_event_with_its_rule(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    seen = []
+    events.subscribe(seen.append)
+    try:
+        core.receive_bytes(request(ruri="sip:x@192.0.2.9"), CALLER)
+    finally:
+        events.unsubscribe(seen.append)
+    (refused,) = [e for e in seen if e["type"] == "refused"]
+    assert refused["status"] == 403 and "next hop foreign" in refused["rule"]
