@@ -114,6 +114,12 @@ def _read_secret(path: str) -> bytes:
     return secret
 
 
+def _canonical_host(host: str) -> str:
+    """Hosts compare without case and without a trailing dot (`RETICULUM.LOCAL.`)."""
+    host = host.lower()
+    return host[:-1] if host.endswith(".") else host
+
+
 @functools.lru_cache(maxsize=4096)
 def source_key(ip: str) -> str:
     """Who failures and nonces belong to: an IPv4 address, or the /64 of an IPv6 address."""
@@ -168,7 +174,7 @@ class Authenticator:
         self.accounts = accounts
         self.realms = list(realms)
         self._realm_set = frozenset(self.realms)
-        self._hosts = frozenset(r.lower() for r in self.realms)
+        self._hosts = frozenset(_canonical_host(r) for r in self.realms)
         self.clock = clock
         self.secret = bytes(secret)
         self.algorithms: tuple[str, ...] = tuple(digest.normalize_algorithm(a) for a in algorithms)
@@ -261,7 +267,7 @@ class Authenticator:
         except Exception:
             host = None
         if host:
-            host = host.lower()
+            host = _canonical_host(host)
             for realm in self.realms:
                 if realm.lower() == host:
                     return realm
@@ -287,7 +293,7 @@ class Authenticator:
         host = getattr(uri, "host", None)
         if not uri_user or not host:
             return False
-        return unquote(uri_user) == user and host.lower() in self._hosts
+        return unquote(uri_user) == user and _canonical_host(host) in self._hosts
 
     # -- credentials ---------------------------------------------------------------------------
 

@@ -178,7 +178,6 @@ class RedisLocation(MemoryLocation):
         self._clock = clock
         self._log = log if log is not None else _log
         self._versions: dict = {}  # (aor, contact) -> version of the cached binding
-        self._unwritten: set = set()  # versions put here and not yet in Redis
         self._salt = uuid.uuid4().hex[:8]  # versions: unique across nodes and restarts
         self._serial = itertools.count(1)
         self._hurry = threading.Event()  # a flush waits: write without gathering more
@@ -255,8 +254,6 @@ class RedisLocation(MemoryLocation):
         version = "%s%x" % (self._salt, next(self._serial))
         key = (binding.aor, binding.contact)
         self._versions[key] = version
-        if self._threads:
-            self._unwritten.add(version)
         owned = binding.flow_bound and binding.flow is not None and not binding.path
         self._queue((_PUT, binding.aor, binding.contact,
                      _record(binding, self.node, version, self.own_path), owned, version))
@@ -321,8 +318,6 @@ class RedisLocation(MemoryLocation):
                     pending.popleft()
                     if op[0] == _FLUSH:
                         op[1].set()
-                    elif op[0] == _PUT:
-                        self._unwritten.discard(op[5])
                 self.written += len(batch)
                 self._writer_ok = True
             if self._stopping.is_set():
@@ -418,27 +413,45 @@ class RedisLocation(MemoryLocation):
             self._applying = False
 
     def _resync(self, snapshot: Dict[str, Dict[str, str]]) -> None:
-        """Make the cache what Redis holds, keeping this node's own bindings (their flows)."""
-        wanted = {(aor, json.loads(t)["c"]): json.loads(t)
-                  for aor, fields in snapshot.items() for t in fields.values()}
+        """Make the cache what Redis holds (after a start or a reconnection). This node's own
+        bindings (their flows) stay; one Redis lacks, or holds in an older form, is written
+        again: Redis may have lost it, or not have it yet. The newest registration wins."""
+        wanted = {}
+        for aor, fields in snapshot.items():
+            for text in fields.values():
+                rec = json.loads(text)
+                wanted[(aor, rec["c"])] = rec
+        salt = self._salt
+        republish = []
         self._applying = True
         try:
-            unwritten = self._unwritten
             for aor in list(self._aors):
                 for contact in list(self._aors.get(aor, {})):
                     key = (aor, contact)
-                    if key not in wanted and self._versions.get(key) not in unwritten:
-                        binding = self.get(aor, contact)
-                        if binding is not None:
-                            self._forget(binding)
+                    binding = self.get(aor, contact)
+                    if key in wanted or binding is None:
+                        continue
+                    if (self._versions.get(key) or "").startswith(salt):
+                        republish.append(binding)
+                    else:
+                        self._forget(binding)
             for (aor, contact), rec in wanted.items():
-                if self._versions.get((aor, contact)) not in unwritten and \
-                        self._versions.get((aor, contact)) != rec.get("v"):
-                    self._put_remote(aor, rec)
+                version = self._versions.get((aor, contact))
+                if version == rec.get("v"):
+                    continue
+                binding = self.get(aor, contact)
+                if binding is not None and (version or "").startswith(salt) \
+                        and binding.registered_at >= float(rec.get("t") or 0.0):
+                    republish.append(binding)
+                    continue
+                self._put_remote(aor, rec)
         finally:
             self._applying = False
+        for binding in republish:
+            self._persist_put(binding)
         self._listener_ok = True
-        _emit(self._log, "info", "cluster: in step with Redis (%d bindings)" % self.count())
+        _emit(self._log, "info", "cluster: in step with Redis (%d bindings, %d written again)"
+              % (self.count(), len(republish)))
 
     def _put_remote(self, aor: str, rec: Dict[str, Any]) -> None:
         binding = _binding(aor, rec)

@@ -96,6 +96,7 @@ class RegistrarConfig:
     max_expires: int = 7200
     default_expires: int = 3600
     store: str = "sqlite"  # "sqlite" (bindings survive restarts) or "memory"
+    max_contacts: int = 10  # bindings per address-of-record; more are refused (503)
     #: when a binding is reached through its REGISTER's flow instead of its Contact:
     #: "auto" (evident NAT), "always" or "never" (outbound and .invalid Contacts always are)
     nat: str = "auto"
@@ -429,12 +430,13 @@ def _registrar(r: "_Reader") -> RegistrarConfig:
     store = r.string("store", "sqlite", non_empty=True)
     if store not in ("sqlite", "memory"):
         raise ConfigError(r.msg("store", "must be \"sqlite\" or \"memory\""))
+    max_contacts = r.integer("max_contacts", 10, minimum=1, maximum=1000)
     nat = r.string("nat", "auto", non_empty=True)
     if nat not in ("auto", "always", "never"):
         raise ConfigError(r.msg("nat", "must be \"auto\", \"always\" or \"never\""))
     r.finish()
     return RegistrarConfig(min_expires=min_e, max_expires=max_e, default_expires=default_e,
-                           store=store, nat=nat)
+                           store=store, nat=nat, max_contacts=max_contacts)
 
 
 def _auth(r: "_Reader") -> AuthConfig:

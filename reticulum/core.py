@@ -45,6 +45,15 @@ def advertised_host(host: str) -> str:
         return "::1" if family == socket.AF_INET6 else "127.0.0.1"
 
 
+def canonical_host(host: str) -> str:
+    """A host as compared: lower case, no brackets, no trailing dot (`RETICULUM.LOCAL.` is
+    `reticulum.local`)."""
+    host = host.lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host[:-1] if host.endswith(".") else host
+
+
 class Core:
     """Receives every framed message, sends every message; the proxy decides in between."""
 
@@ -74,6 +83,8 @@ class Core:
         self.proxy = Proxy(self)
         self._sweeper = None
         self._local_addresses: set[tuple[str, int]] | None = None
+        # canonical name (lower case, no trailing dot) -> the domain as configured
+        self._domains = {canonical_host(d): d for d in config.domains}
         self._is_local: dict = {}  # (host, port, transport) -> is_local_address()
         self._points: dict = {}  # (transport, IPv6?) -> listening_point()
         self._udp_flows: dict = {}  # (host, port) -> the UDP flow send_to chose for it
@@ -141,11 +152,31 @@ class Core:
             self._local_addresses = found
         return self._local_addresses
 
-    def is_local_domain(self, host: str) -> bool:
-        return host in self.config.domains
+    def is_local_domain(self, host: str | None) -> bool:
+        """Is `host` one of the domains served here (case and a trailing dot ignored)?"""
+        if host in self._domains:
+            return True
+        return bool(host) and canonical_host(host) in self._domains
+
+    def local_domain(self, uri) -> str | None:
+        """The served domain `uri` names, or None. Our own listening addresses (with or
+        without the port) are aliases of the first domain, as Kamailio's `myself` is:
+        `alice@192.0.2.10:5060` is `alice@<first domain>`."""
+        host = uri.host
+        if not host:
+            return None
+        domain = self._domains.get(host)  # a parsed URI's host is lower case already
+        if domain is None and host[-1] == ".":
+            domain = self._domains.get(host[:-1])
+        if domain is not None:
+            return domain
+        if self.is_local_address(host, uri.port, uri.params.get("transport")):
+            return self.config.domains[0]
+        return None
 
     def is_local_address(self, host: str, port: int | None, transport: str | None = None) -> bool:
-        """Does host:port name this server (one of its listening addresses)?"""
+        """Does host[:port] name this server (one of its listening addresses)? Without a
+        port, any of our ports on that host counts."""
         key = (host, port, transport)
         known = self._is_local.get(key)
         if known is None:
@@ -155,14 +186,15 @@ class Core:
         return known
 
     def _find_local_address(self, host: str, port: int | None, transport: str | None) -> bool:
+        host = canonical_host(host)
         if host == "localhost":
             host = "127.0.0.1"
         addresses = self.local_addresses()
         if port is None:
-            default = 5061 if transport in ("tls",) else DEFAULT_SIP_PORT
-            return any(h == host and p == default for h, p in addresses) or any(
-                h == host for h, _ in addresses
-            ) and default in {p for _, p in addresses}
+            if any(h == host for h, _ in addresses):
+                return True
+            wildcard = any(h in ("0.0.0.0", "::") for h, _ in addresses)
+            return wildcard and host in self._host_addresses()
         if (host, port) in addresses:
             return True
         # A wildcard bind answers on every address of the host.
@@ -177,9 +209,7 @@ class Core:
 
     def is_us(self, uri) -> bool:
         """Is this URI the server itself (a served domain or one of our addresses)?"""
-        return self.is_local_domain(uri.host) or self.is_local_address(
-            uri.host, uri.port, uri.params.get("transport")
-        )
+        return self.local_domain(uri) is not None
 
     def listening_point(self, transport: str, family_host: str | None = None, local=None):
         """Our listening point for sending over `transport`, as we name it to peers (its host

@@ -10,13 +10,18 @@ transaction layer, time comes from the core's injected clock.
 """
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
+import hmac
 import itertools
 import os
 import random
+import zlib
 
 from twisted.logger import Logger
 
+from reticulum import events
 from reticulum.dns import FAILED, INSECURE, NOT_FOUND, Resolution, is_ip, uri_transport
 from reticulum.sip import Request, Response, make_response, parse_address, parse_uri
 
@@ -29,6 +34,10 @@ ALLOW = ", ".join(ALLOWED_METHODS)
 MAGIC = "z9hG4bK"
 #: URI parameters that must match when URIs are compared (RFC 3261 §19.1.4)
 _URI_PARAMS_COMPARED = ("transport", "user", "ttl", "method", "maddr")
+#: RFC 5393: concurrent branches a request may fan out to in all, when it names no lower limit
+MAX_BREADTH = 60
+#: the Record-Route URI parameter that carries our route token
+TOKEN_PARAM = "rtok"
 
 
 _random = random.Random(os.urandom(16))
@@ -37,6 +46,46 @@ _random = random.Random(os.urandom(16))
 def _tag() -> str:
     """A To tag (§19.3: at least 32 random bits). Not a secret, so no system call per tag."""
     return "%012x" % _random.getrandbits(48)
+
+
+class RouteTokens:
+    """Marks on the Record-Route URIs we mint, so that only they open the way in a dialog.
+
+    A token is a keyed MAC over the dialog's Call-ID: the same for both directions, checked
+    with one keyed hash, and valid after a restart because the key comes from the server's
+    secret in `state_dir`. The prefix of our stateless To tags comes from the same key, so
+    the ACK for such an answer is recognised after a restart too."""
+
+    __slots__ = ("_key", "stateless_prefix")
+
+    def __init__(self, secret: bytes):
+        self._key = hmac.new(secret, b"reticulum record-route token", hashlib.sha256).digest()
+        self.stateless_prefix = hashlib.blake2b(b"stateless to-tag", key=self._key,
+                                                digest_size=4).hexdigest() + "."
+
+    def token(self, call_id: str) -> str:
+        mac = hashlib.blake2b(call_id.encode("utf-8", "surrogatepass"), key=self._key,
+                              digest_size=12).digest()
+        return base64.urlsafe_b64encode(mac).decode("ascii")  # 16 characters, no padding
+
+    def valid(self, call_id: str, token) -> bool:
+        return bool(token) and self.valid_any(call_id, (token,))
+
+    def valid_any(self, call_id: str, tokens) -> bool:
+        """Is any of `tokens` (text from the wire) the one for this Call-ID? One MAC for all."""
+        expected = self.token(call_id).encode("ascii")
+        return any(hmac.compare_digest(expected, token.encode("utf-8", "surrogatepass"))
+                   for token in tokens)
+
+    def stateless_tag(self, request: Request) -> str:
+        """The To tag of an answer sent without a transaction: our prefix, so that its ACK
+        is known, and a checksum of the request, so that a retransmission gets the same."""
+        seed = "%s %s %s" % (request.call_id, request.from_.tag, request.via.branch)
+        return "%s%08x" % (self.stateless_prefix,
+                           zlib.crc32(seed.encode("utf-8", "surrogatepass")))
+
+    def is_stateless_tag(self, tag) -> bool:
+        return bool(tag) and tag.startswith(self.stateless_prefix)
 
 
 class Proxy:
@@ -56,6 +105,7 @@ class Proxy:
         self._branch_salt = os.urandom(4).hex()
         self.registrar = None
         self.auth = None
+        self.tokens = None
         self.resolver = core.resolver
         outbound = getattr(getattr(self.config, "proxy", None), "outbound_proxy", None)
         self.outbound_proxy = parse_uri(outbound) if outbound else None
@@ -65,17 +115,24 @@ class Proxy:
         from reticulum.registrar import Registrar
 
         config = self.config
+        core = self.core
+        # one secret, read in one place: nonces and route tokens are derived from it
+        secret = load_or_create_secret(config.state_dir)
+        self.tokens = RouteTokens(secret)
         self.registrar = Registrar(
             list(config.domains), self.location, self.clock,
             min_expires=config.registrar.min_expires,
             max_expires=config.registrar.max_expires,
             default_expires=config.registrar.default_expires,
             nat=config.registrar.nat,
+            max_contacts=getattr(config.registrar, "max_contacts", 10),
+            domain_of=core.local_domain,
+            points_here=self._reaches_us,
         )
         if getattr(config.auth, "enabled", True):
             self.auth = Authenticator(
                 self.core.accounts, list(config.domains), self.clock,
-                load_or_create_secret(config.state_dir),
+                secret,
                 algorithms=tuple(config.auth.algorithms),
                 nonce_lifetime=config.auth.nonce_lifetime,
                 max_failures=config.auth.max_failures,
@@ -90,17 +147,18 @@ class Proxy:
             return  # a retransmission, or the ACK of a non-2xx final response
         method = request.method
         if method == "ACK":
+            if self.tokens.is_stateless_tag(request.to.tag):
+                return  # the ACK for an answer we sent without a transaction (§16.11)
             self._forward_ack(request, flow)
             return
         dest = self.core.response_destination(request, flow)
         if method == "CANCEL":
             self._handle_cancel(request, dest)
             return
-        context = ProxyContext(self, request, flow)
-        context.server = self.transactions.new_server(request, dest, context)
-        self.contexts[context.server] = context
-        if method == "INVITE":
-            context.respond(100)
+        # No transaction yet: what is refused or challenged is answered once, statelessly,
+        # so that a spoofed source gets one datagram per request (RFC 3261 §16.11).
+        # `ProxyContext.begin` makes the server transaction once the request is accepted.
+        context = ProxyContext(self, request, flow, dest)
         try:
             self._route(context)
         except Exception:
@@ -108,6 +166,35 @@ class Proxy:
                              call_id=request.call_id)
             if not context.final_sent and not context.branches:
                 context.respond(500)
+
+    def _reaches_us(self, uri) -> bool:
+        """Would a request sent to this Contact arrive at our own listening address?"""
+        port = uri.port
+        if port is None:
+            port = 5061 if uri.scheme == "sips" or uri.transport == "tls" else 5060
+        return self.core.is_local_address(uri.host or "", port, uri.transport)
+
+    @staticmethod
+    def max_breadth(request: Request) -> int:
+        """The concurrent branches a request may still fan out to (RFC 5393): its
+        Max-Breadth, at most MAX_BREADTH, which is also what a request without one gets."""
+        value = request.get("Max-Breadth")
+        if value is None:
+            return MAX_BREADTH
+        try:
+            return min(int(value.strip()), MAX_BREADTH)
+        except ValueError:
+            return MAX_BREADTH
+
+    def refuse(self, ctx: "ProxyContext", status: int, reason: str | None, rule: str) -> None:
+        """Answer `status` and log the rule that refused the request (once per request)."""
+        request = ctx.request
+        self.log.info("Refused {method} {call_id} from {peer} with {status}: {rule}",
+                      method=request.method, call_id=request.call_id, peer=_peer(ctx.flow),
+                      status=status, rule=rule)
+        if events.listening:
+            events.emit("refused", request=request, flow=ctx.flow, status=status, rule=rule)
+        ctx.respond(status, reason)
 
     def _route(self, ctx: "ProxyContext") -> None:
         request = ctx.request
@@ -123,10 +210,10 @@ class Proxy:
                     and not uri.user:
                 ctx.answer_options()
             else:
-                ctx.respond(483)
+                self.refuse(ctx, 483, None, "Max-Forwards exhausted")
             return
         if self._is_loop(request):
-            ctx.respond(482)
+            self.refuse(ctx, 482, None, "loop: our own Via with this request's hash")
             return
         unsupported = [option for option in request.get_all("Proxy-Require")
                        if option.strip().lower() not in SUPPORTED_OPTIONS]
@@ -134,7 +221,7 @@ class Proxy:
             ctx.respond(420, headers=[("Unsupported", ", ".join(unsupported))])
             return
         # §16.4 route information preprocessing
-        ctx.routed_by_us = self._preprocess_routes(request)
+        ctx.dialog_token = self._preprocess_routes(request)
         uri = request.uri
         routes = request.routes
         to_us = not routes and core.is_us(uri)
@@ -148,6 +235,7 @@ class Proxy:
         ctx.targets = self._target_set(ctx, routes)
         if ctx.targets is None:
             return
+        ctx.begin()
         ctx.start()
 
     def _answer_locally(self, ctx: "ProxyContext", to_us: bool) -> None:
@@ -156,7 +244,8 @@ class Proxy:
         method = request.method
         if method == "REGISTER":
             if not to_us:
-                ctx.respond(403, "Not a domain served here")
+                self.refuse(ctx, 403, "Not a domain served here",
+                            "REGISTER for a domain not served here")
                 return
             if not self.location.writable:  # the shared store is out of reach
                 ctx.respond(503, headers=[("Retry-After", str(self.location.retry_after))])
@@ -168,10 +257,16 @@ class Proxy:
                     ctx.send_final(result.response)
                     return
                 user = result.user
-                if not self.auth.owns(user, request.to.uri):
-                    ctx.respond(403, "Not your address")
+                if not self.auth.owns(user, self._canonical(request.to.uri)):
+                    self.refuse(ctx, 403, "Not your address",
+                                "REGISTER for an address that is not the user's own")
                     return
+            ctx.begin()  # a retransmission must get this answer, not a second registration
             response = self.registrar.handle(request, ctx.flow, authenticated_user=user)
+            if response.status >= 300:
+                self.log.info("Refused REGISTER {call_id} from {peer} with {status}: {rule}",
+                              call_id=request.call_id, peer=_peer(ctx.flow),
+                              status=response.status, rule=response.reason)
             ctx.send_final(response)
         elif method == "OPTIONS":
             ctx.answer_options()
@@ -181,60 +276,92 @@ class Proxy:
             ctx.respond(501)
 
     def _authorize(self, ctx: "ProxyContext") -> bool:
-        """Issue 5's rules: local senders prove who they are; nobody relays through us."""
-        request = ctx.request
-        core = self.core
-        uri = request.uri
-        if core.cluster is not None and core.cluster.is_peer(ctx.flow) \
-                and self._binding_for_contact(uri) is not None:
-            return True  # another node passed on what it authorised to a flow held here
-        to_local = core.is_local_domain(uri.host) or core.is_us(uri)
-        if request.to.tag is not None:
-            # In-dialog requests are not challenged, but only those that followed our
-            # Record-Route (or reach a local user) are relayed: a made-up To tag opens nothing.
-            if ctx.routed_by_us or to_local:
-                return True
-            ctx.respond(403, "Relaying denied")
-            return False
+        """Who may send what where: the decision is about the hop the request takes next.
+
+        - An in-dialog request (To tag) that came through a Route entry we minted (a valid
+          token) follows its dialog, in both directions, unchallenged.
+        - Otherwise a sender whose From is local (a served domain or one of our addresses)
+          proves who they are (407) and that the From is their own; then it may go anywhere.
+        - Anyone else may only reach this server's users: a foreign next hop is refused.
+        - Another node of the cluster ([cluster]) passes on what it authorised already, to a
+          user or a flow of this node.
+        """
         if self.auth is None:
+            return True  # no authentication, no identities: a closed lab, a benchmark
+        request = ctx.request
+        in_dialog = request.to.tag is not None
+        if in_dialog and ctx.dialog_token:
+            return True
+        cluster = self.core.cluster
+        if cluster is not None and cluster.is_peer(ctx.flow) and self._next_hop_is_local(request):
             return True
         from_uri = request.from_.uri
-        from_local = core.is_local_domain(from_uri.host)
-        if from_local:
+        from_domain = self.core.local_domain(from_uri)
+        if from_domain is not None:
             result = self.auth.authenticate(request, ctx.flow.remote[0], proxy=True)
             if result.response is not None:
+                if in_dialog:
+                    self.log.info("Challenging {method} {call_id} from {peer}: in-dialog "
+                                  "request without a valid route token",
+                                  method=request.method, call_id=request.call_id,
+                                  peer=_peer(ctx.flow))
                 ctx.send_final(result.response)
                 return False
-            if not self.auth.owns(result.user, from_uri):
-                ctx.respond(403, "From is not yours")
+            if not self.auth.owns(result.user, self._canonical(from_uri, from_domain)):
+                self.refuse(ctx, 403, "From is not yours",
+                            "From names a local user other than the authenticated one")
                 return False
             self.auth.strip_credentials(request, proxy=True)
             return True
-        if to_local:
+        if self._next_hop_is_local(request):
             return True
-        ctx.respond(403, "Relaying denied")
+        if in_dialog:
+            self.refuse(ctx, 403, "Relaying denied",
+                        "in-dialog request without a valid route token")
+        else:
+            self.refuse(ctx, 403, "Relaying denied",
+                        "relaying denied: next hop foreign and sender not authenticated")
         return False
 
-    def _preprocess_routes(self, request: Request) -> int:
-        """Take our own entries off the Route set; returns how many there were."""
-        core = self.core
-        removed = 0
+    def _next_hop_is_local(self, request: Request) -> bool:
+        """Does the request, our own Route entries taken off, go to one of our users: this
+        server (a local user, looked up) or the Contact of a current binding?"""
+        if request.routes:
+            return False  # the top Route left is someone else's hop
         uri = request.uri
-        if core.is_us(uri) and "lr" in uri.params and request.routes:
+        return self.core.is_us(uri) or self._binding_for_contact(uri) is not None
+
+    def _canonical(self, uri, domain: str | None = None):
+        """`uri` with its host as the served domain it names (`alice@RETICULUM.LOCAL.` and
+        `alice@<our address>` are `alice@reticulum.local`)."""
+        domain = domain or self.core.local_domain(uri)
+        if domain is None or uri.host == domain and uri.port is None:
+            return uri
+        return uri.copy(host=domain, port=None)
+
+    def _preprocess_routes(self, request: Request) -> bool:
+        """§16.4: take our own entries off the Route set. True when one of them carried a
+        valid token for this Call-ID (we record-routed this dialog)."""
+        core = self.core
+        given = []  # the tokens on our entries, checked with one MAC at the end
+        uri = request.uri
+        if "lr" in uri.params and request.routes and core.is_us(uri):
             # A strict router put our Record-Route URI in the Request-URI (§16.4).
+            given.append(uri.params.get(TOKEN_PARAM))
             routes = request.get_all("Route")
             request.uri = parse_address(routes[-1]).uri
             request.set("Route", ", ".join(routes[:-1])) if len(routes) > 1 \
                 else request.remove("Route")
-            removed += 1
-        for _ in range(2):  # double Record-Route (RFC 5658) puts two of ours on top
+        # RFC 5658 double Record-Route puts two of ours on top; take off every one of ours
+        routes = request.routes
+        while routes and core.is_us(routes[0].uri):
+            given.append(routes[0].uri.params.get(TOKEN_PARAM))
+            request.remove_first("Route")
             routes = request.routes
-            if routes and core.is_us(routes[0].uri):
-                request.remove_first("Route")
-                removed += 1
-            else:
-                break
-        return removed
+        if not given:
+            return False
+        given = [token for token in given if token]
+        return bool(given) and self.tokens.valid_any(request.call_id, given)
 
     def _target_set(self, ctx: "ProxyContext", routes) -> list | None:
         """§16.5: one list of (uri, binding) per q-value group, tried in order."""
@@ -243,8 +370,9 @@ class Proxy:
         core = self.core
         if routes:
             return [[(uri, None)]]
-        if core.is_local_domain(uri.host) or core.is_us(uri):
-            aor = self._aor(uri)
+        domain = core.local_domain(uri)
+        if domain is not None:
+            aor = self._canonical(uri, domain).aor()
             bindings = self.location.lookup(aor, self.clock.seconds())
             if not bindings:
                 binding = self._binding_for_contact(uri)
@@ -267,9 +395,8 @@ class Proxy:
         return [[(uri, self._binding_for_contact(uri))]]
 
     def _aor(self, uri) -> str:
-        if self.core.is_local_domain(uri.host):
-            return uri.aor()
-        return "sip:%s@%s" % (uri.user, self.config.domains[0])
+        """The address-of-record a URI naming this server stands for."""
+        return self._canonical(uri).aor()
 
     def _binding_for_contact(self, uri):
         find = getattr(self.location, "find_contact", None)
@@ -400,7 +527,8 @@ class Proxy:
         if request.method in DIALOG_CREATING and request.to.tag is None:
             flow = ctx.flow
             inbound = self.core.listening_point(flow.transport, flow.remote[0], flow.local)
-            self._record_route(out, outbound, inbound, request.uri.scheme == "sips")
+            self._record_route(out, outbound, inbound, ctx.route_token(),
+                               request.uri.scheme == "sips")
         branch = self.new_branch(request)
         out.add("Via", "SIP/2.0/%s %s;branch=%s" % (transport.upper(), _hostport(outbound),
                                                    branch), first=True)
@@ -432,11 +560,15 @@ class Proxy:
             response.add("Warning", '399 %s "%s"' % (self.config.domains[0], text[:200]))
         return response
 
-    def _record_route(self, out: Request, outbound, inbound, secure: bool = False) -> None:
-        values = [_rr_value(outbound, secure)]
+    def _record_route(self, out: Request, outbound, inbound, token: str,
+                      secure: bool = False) -> None:
+        """§16.6 step 4, with the dialog's token on each of our URIs (RFC 5658 double
+        Record-Route when the two sides differ in transport or address)."""
+        suffix = ";%s=%s>" % (TOKEN_PARAM, token)
+        values = [_rr_value(outbound, secure) + suffix]
         if inbound is not None and (inbound.transport != outbound.transport
                                     or inbound.host != outbound.host):
-            values.append(_rr_value(inbound, secure))
+            values.append(_rr_value(inbound, secure) + suffix)
         for value in reversed(values):
             out.add("Record-Route", value, first=True)
 
@@ -445,13 +577,19 @@ class Proxy:
         max_forwards = ack.max_forwards
         if max_forwards is not None and max_forwards <= 0:
             return
-        self._preprocess_routes(ack)
+        dialog_token = self._preprocess_routes(ack)
         routes = ack.routes
         if not routes and self.core.is_us(ack.uri) and not ack.uri.user:
             return
+        if not dialog_token and not self._next_hop_is_local(ack):
+            # an ACK cannot be challenged: without a token it only reaches our own users
+            self.log.info("Dropping ACK {call_id} from {peer}: in-dialog request without a "
+                          "valid route token, next hop foreign", call_id=ack.call_id,
+                          peer=_peer(flow))
+            return
         binding = None
         if not routes:
-            if self.core.is_local_domain(ack.uri.host) or self.core.is_us(ack.uri):
+            if self.core.is_us(ack.uri):
                 found = self.location.lookup(self._aor(ack.uri), self.clock.seconds())
                 binding = found[0] if found else None
             else:
@@ -718,14 +856,16 @@ _IgnoreResponses = _IgnoreResponsesType()
 class ProxyContext:
     """The state of one proxied request: its server transaction, branches and best answer."""
 
-    __slots__ = ("proxy", "request", "flow", "server", "targets", "branches", "responses",
-                 "final_sent", "success", "cancelled", "to_tag", "is_dialog", "routed_by_us")
+    __slots__ = ("proxy", "request", "flow", "dest", "server", "targets", "branches",
+                 "responses", "final_sent", "success", "cancelled", "to_tag", "is_dialog",
+                 "dialog_token", "token")
 
-    def __init__(self, proxy: Proxy, request: Request, flow):
+    def __init__(self, proxy: Proxy, request: Request, flow, dest=None):
         self.proxy = proxy
         self.request = request
         self.flow = flow
-        self.server = None
+        self.dest = dest  # where responses go (§18.2.2)
+        self.server = None  # made by begin(); until then answers go out statelessly
         self.targets: list = []
         self.branches: list[Branch] = []
         self.responses: list[Response] = []
@@ -734,13 +874,35 @@ class ProxyContext:
         self.cancelled = False
         self.to_tag = _tag()
         self.is_dialog = request.method in ("INVITE", "SUBSCRIBE")
-        self.routed_by_us = 0
+        self.dialog_token = False  # a Route entry of ours had a valid token
+        self.token = None  # the token of our Record-Route, made once for all branches
+
+    def begin(self) -> None:
+        """The request is accepted: from here on a server transaction absorbs its
+        retransmissions and retransmits our final answer (an INVITE hears 100 at once)."""
+        if self.server is not None:
+            return
+        self.server = self.proxy.transactions.new_server(self.request, self.dest, self)
+        self.proxy.contexts[self.server] = self
+        if self.request.method == "INVITE":
+            self.respond(100)
+
+    def route_token(self) -> str:
+        token = self.token
+        if token is None:
+            token = self.token = self.proxy.tokens.token(self.request.call_id)
+        return token
 
     # local answers
 
     def respond(self, status: int, reason: str | None = None, headers=()) -> None:
-        response = make_response(self.request, status, reason,
-                                 to_tag=None if status == 100 else self.to_tag)
+        if status == 100:
+            tag = None
+        elif self.server is None:
+            tag = self.proxy.tokens.stateless_tag(self.request)
+        else:
+            tag = self.to_tag
+        response = make_response(self.request, status, reason, to_tag=tag)
         for name, value in headers:
             response.add(name, value)
         if status == 100:
@@ -756,11 +918,18 @@ class ProxyContext:
         if self.final_sent:
             return
         self.final_sent = True
+        server = self.server
         if response.to.tag is None and response.status >= 200:
             to = response.to
-            to.params["tag"] = self.to_tag
+            to.params["tag"] = self.to_tag if server is not None \
+                else self.proxy.tokens.stateless_tag(self.request)
             response.set("To", str(to))
-        self.server.respond(response)
+        if server is None:
+            # §16.11 stateless: sent once; a retransmitted request is answered again, and the
+            # ACK is recognised by its To tag
+            self.proxy.core.send_message(response, self.dest)
+            return
+        server.respond(response)
         self.proxy.context_done(self)
 
     # forwarding
@@ -774,10 +943,11 @@ class ProxyContext:
         proxy = self.proxy
         secure = self.request.uri.scheme == "sips"
         while self.targets:
-            group = self.targets.pop(0)
+            group, breadths = self._share_breadth(self.targets.pop(0))
             started = 0
-            for uri, binding in group:
+            for (uri, binding), breadth in zip(group, breadths):
                 out = proxy.prepare(self, uri, binding)
+                out.set("Max-Breadth", breadth)
                 hop = proxy.next_hop(out, binding, secure)
                 branch = Branch(self, out, None)
                 self.branches.append(branch)
@@ -797,6 +967,24 @@ class ProxyContext:
             if started:
                 return True
         return False
+
+    def _share_breadth(self, group: list):
+        """RFC 5393 §5.3: the concurrent branches of a group share the request's Max-Breadth
+        (each gets at least 1, the sum stays within it); targets beyond it are not tried. A
+        spiral thus divides its breadth at every pass instead of multiplying requests."""
+        breadth = self.proxy.max_breadth(self.request)
+        if len(group) > breadth:
+            request = self.request
+            self.proxy.log.info(
+                "Max-Breadth {breadth} of {method} {call_id} allows {breadth} of {count} "
+                "targets", breadth=max(breadth, 0), method=request.method,
+                call_id=request.call_id, count=len(group))
+            self.responses.append(make_response(request, 440, to_tag=self.to_tag))
+            group = group[:max(breadth, 0)]
+        if not group:
+            return group, ()
+        base, extra = divmod(breadth, len(group))
+        return group, ["%d" % (base + (i < extra)) for i in range(len(group))]
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -927,6 +1115,13 @@ def _upstream(response: Response) -> Response:
     return out
 
 
+def _peer(flow) -> str:
+    """A flow's remote address as the message log writes it."""
+    from reticulum.core import _peer as peer
+
+    return peer(flow.remote)
+
+
 @functools.lru_cache(maxsize=64)  # a listening point's text never changes
 def _hostport(point) -> str:
     from reticulum.core import advertised_host
@@ -939,9 +1134,11 @@ def _hostport(point) -> str:
 
 @functools.lru_cache(maxsize=128)
 def _rr_value(point, secure: bool = False) -> str:
+    """Our Record-Route name-addr for a listening point, without its closing ">" (the
+    dialog's token goes last)."""
     if secure and point.transport in ("tls", "wss"):
         # §16.6 step 4: a sips: request is record-routed with sips: URIs
         params = "" if point.transport == "tls" else ";transport=%s" % point.transport
-        return "<sips:%s%s;lr>" % (_hostport(point), params)
+        return "<sips:%s%s;lr" % (_hostport(point), params)
     params = "" if point.transport == "udp" else ";transport=%s" % point.transport
-    return "<sip:%s%s;lr>" % (_hostport(point), params)
+    return "<sip:%s%s;lr" % (_hostport(point), params)

@@ -17,7 +17,7 @@ import math
 import os
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from reticulum.location import Binding, LocationStore, _emit
 from reticulum.sip import ParseError, Request, Response, format_date, make_response
@@ -113,6 +113,11 @@ class _Change:
     params: str
 
 
+def _canonical_host(host: str) -> str:
+    host = host.lower().strip("[]")
+    return host[:-1] if host.endswith(".") else host
+
+
 def _format_q(q: float) -> str:
     text = ("%.3f" % q).rstrip("0").rstrip(".")
     return text or "0"
@@ -175,8 +180,16 @@ class Registrar:
         default_expires: int = 3600,
         log: Any = None,
         nat: str = "auto",
+        max_contacts: int = 10,
+        domain_of: Callable[[Any], str | None] | None = None,
+        points_here: Callable[[Any], bool] | None = None,
     ) -> None:
-        self.domains = {d.strip().lower().strip("[]") for d in domains}
+        """``domain_of(uri)``: the served domain a To URI names, None if none (default: the
+        ``domains``, case and a trailing dot ignored); the core's also maps our own
+        addresses to the first domain. ``points_here(contact_uri)``: does that Contact
+        reach this server itself (a spiral)? ``max_contacts``: bindings per
+        address-of-record (0: no limit)."""
+        self.domains = {_canonical_host(d.strip()) for d in domains}
         self.location = location
         self.clock = clock
         self.min_expires = int(min_expires)
@@ -185,6 +198,9 @@ class Registrar:
         if nat not in NAT_MODES:
             raise ValueError("nat must be one of %s" % ", ".join(NAT_MODES))
         self.nat = nat
+        self.max_contacts = int(max_contacts)
+        self.domain_of = domain_of if domain_of is not None else self._served_domain
+        self.points_here = points_here
         self.log = log if log is not None else logging.getLogger("reticulum.registrar")
 
     # -- public --------------------------------------------------------------------------------
@@ -247,6 +263,8 @@ class Registrar:
             if len(with_reg_id) > 1:
                 raise _Reject(400, "More than one Contact with reg-id")
 
+        self._check_count(aor, changes, now)
+
         # §10.3 step 7 for every affected binding before anything changes
         for change in changes:
             existing = self.location.get(aor, change.contact)
@@ -304,15 +322,51 @@ class Registrar:
         )
 
     def _aor(self, request: Request) -> str:
+        """The canonical address-of-record: `alice@RETICULUM.LOCAL.` and `alice@<our
+        address>` are both `sip:alice@reticulum.local`, so that one user has one set of
+        bindings whichever form the phone was given."""
         uri = request.to.uri
         if uri.scheme not in _CONTACT_SCHEMES:
             raise _Reject(400, "Unsupported To URI scheme")
-        host = (uri.host or "").lower()
-        if host not in self.domains:
+        domain = self.domain_of(uri) if uri.host else None
+        if domain is None:
             raise _Reject(403, "Not a domain served here")
         if not uri.user:
             raise _Reject(404, "Not Found")
+        if uri.host != domain or uri.port is not None:
+            uri = uri.copy(host=domain, port=None)
         return uri.aor()
+
+    def _served_domain(self, uri: Any) -> str | None:
+        host = _canonical_host(uri.host)
+        return host if host in self.domains else None
+
+    def _check_count(self, aor: str, changes: list[_Change], now: float) -> None:
+        """`max_contacts` bindings per address-of-record: a REGISTER that would leave more
+        is refused as a whole (the existing bindings stay), as Kamailio's registrar does with
+        503 "Too many registered contacts"; Retry-After says when the first binding lapses.
+        Refreshing or removing bindings is always possible, even above the limit."""
+        limit = self.max_contacts
+        if limit <= 0 or not any(ch.expires > 0 for ch in changes):
+            return
+        existing = self.location.bindings(aor, now)
+        after = {b.contact for b in existing}
+        for change in changes:
+            if change.instance is not None and change.reg_id is not None:
+                # RFC 5626: this one replaces the binding of the same instance and reg-id
+                for other in self.location.find_instance(aor, change.instance, change.reg_id):
+                    after.discard(other.contact)
+            if change.expires == 0:
+                after.discard(change.contact)
+            else:
+                after.add(change.contact)
+        if len(after) <= limit or len(after) <= len(existing):
+            return
+        headers = []
+        if existing:
+            soonest = min(b.expires_at for b in existing)
+            headers.append(("Retry-After", str(max(1, int(math.ceil(soonest - now))))))
+        raise _Reject(503, "Too many registered contacts", headers)
 
     def _check_contact(self, address: Any, header_expires: int | None) -> _Change:
         uri = address.uri
@@ -337,6 +391,9 @@ class Registrar:
             )
         if expires > self.max_expires:
             expires = self.max_expires
+        if expires > 0 and self.points_here is not None and self.points_here(uri):
+            # requests for the user would come back here and fork again: a spiral
+            raise _Reject(403, "Contact points to this server")
 
         q = 1.0
         if "q" in params:

@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterable, Optional
 
 from twisted.logger import Logger
 
-from reticulum.sip import Request
+from reticulum.sip import ParseError, Request
 
 __all__ = ["WordLog", "user_of", "aor_user"]
 
@@ -142,8 +142,11 @@ class WordLog:
             return
         if event["direction"] != "out":
             return
-        cseq = message.cseq
-        if cseq.method != "INVITE":
+        try:
+            cseq = message.cseq
+        except ParseError:
+            return  # the answer to a request we could not read is no call
+        if cseq is None or cseq.method != "INVITE":
             return
         key = (message.call_id, cseq.number)
         call = self._calls.get(key)

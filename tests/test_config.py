@@ -127,6 +127,7 @@ def test_defaults():
     assert c.registrar.min_expires == 60
     assert c.registrar.max_expires == 7200
     assert c.registrar.default_expires == 3600
+    assert c.registrar.max_contacts == 10
     assert c.auth.algorithms == ["MD5"]
     assert c.auth.check_uri is False
     assert c.registrar.nat == "auto"
@@ -246,6 +247,8 @@ def test_duplicate_address():
         ({"registrar": {"min_expires": 0}}, "registrar.min_expires"),
         ({"registrar": {"min_expires": 100, "max_expires": 50, "default_expires": 70}}, "registrar.max_expires"),
         ({"registrar": {"default_expires": 10}}, "registrar.default_expires"),
+        ({"registrar": {"max_contacts": 0}}, "registrar.max_contacts"),
+        ({"registrar": {"max_contacts": "10"}}, "registrar.max_contacts"),
         ({"auth": {"algorithms": ["SHA-1"]}}, "auth.algorithms[0]"),
         ({"auth": {"algorithms": []}}, "auth.algorithms"),
         ({"auth": {"algorithms": ["MD5", "md5"]}}, "auth.algorithms[1]"),

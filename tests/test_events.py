@@ -133,3 +133,31 @@ def test_words_for_an_expired_binding_and_a_closed_connection():
         "bob registered sip:bob@192.0.2.9:2 (tcp 192.0.2.9:40000) for 100 s",
         "connection from 192.0.2.9 closed: 2 bindings removed",
     ]
+
+
+ANSWER_TO_GARBAGE = parse(
+    b"SIP/2.0 400 Bad CSeq\r\nVia: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK1\r\n"
+    b"From: <sip:a@example.org>;tag=1\r\nTo: <sip:b@example.org>\r\nCall-ID: x\r\n"
+    b"CSeq: many INVITE\r\nContent-Length: 0\r\n\r\n")
+
+
+def test_observers_take_the_answer_to_a_malformed_request_in_their_stride():
+    """A 400 copies the CSeq it could not read: neither the words nor the admin view may
+    trip over it (the observer's failure would be a traceback in the log)."""
+    from reticulum.admin.hub import Hub
+
+    lines = []
+    words = WordLog(["reticulum.local"],
+                    log=SimpleNamespace(info=lambda fmt, **kw: lines.append(fmt)))
+    hub = Hub(SimpleNamespace(), clock=lambda: 0.0)
+    event = {"type": "message", "direction": "out", "time": 0.0, "flow": FLOW,
+             "message": ANSWER_TO_GARBAGE}
+    words(event)
+    hub(event)
+    offered = []
+    hub.clients.append(SimpleNamespace(offer=offered.append))  # watched: described at once
+    hub(dict(event))
+    assert lines == []
+    assert [m["method"] for m in offered] == ["?"]
+    assert offered[0]["cseq"] is None and offered[0]["status"] == 400
+    assert [m["method"] for m in hub.recent_messages()] == ["?", "?"]

@@ -155,7 +155,8 @@ def test_basic_call_is_forwarded_and_answered(tmp_path):
     assert invite.max_forwards == 69
     assert len(invite.vias) == 2 and invite.via.host == "127.0.0.1"
     assert invite.via.branch.startswith("z9hG4bK")
-    assert invite.get_all("Record-Route") == ["<sip:127.0.0.1:5060;lr>"]
+    (record_route,) = invite.get_all("Record-Route")
+    assert record_route == "<sip:127.0.0.1:5060;lr;rtok=%s>" % core.proxy.tokens.token("call-1")
     assert invite.body == b"v=0\r\n"
 
     core.receive_bytes(answer(invite, 180, "Ringing"), CALLEE)
@@ -167,14 +168,14 @@ def test_basic_call_is_forwarded_and_answered(tmp_path):
 
     # The ACK for the 2xx is end to end: forwarded along the route set, never answered.
     ack = request("ACK", "sip:bob@127.0.0.1:7000", branch="z9hG4bKack1",
-                  to="<sip:bob@reticulum.local>;tag=t1", extra="Route: <sip:127.0.0.1:5060;lr>")
+                  to="<sip:bob@reticulum.local>;tag=t1", extra="Route: " + record_route)
     core.receive_bytes(ack, CALLER)
     sent = net.take()
     assert [m.method for m in to_flow(sent, CALLEE)] == ["ACK"]
     assert not to_flow(sent, CALLER)
 
     bye = request("BYE", "sip:bob@127.0.0.1:7000", branch="z9hG4bKbye1", cseq=2,
-                  to="<sip:bob@reticulum.local>;tag=t1", extra="Route: <sip:127.0.0.1:5060;lr>")
+                  to="<sip:bob@reticulum.local>;tag=t1", extra="Route: " + record_route)
     core.receive_bytes(bye, CALLER)
     (fwd_bye,) = to_flow(net.take(), CALLEE)
     assert fwd_bye.method == "BYE" and not fwd_bye.get_all("Route")
@@ -358,13 +359,15 @@ def test_double_record_route_when_transports_differ(tmp_path):
     caller = Flow("tcp", PROXY, ("127.0.0.1", 6001), 5)
     core.receive_bytes(request().replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"), caller)
     (invite,) = to_flow(net.take(), CALLEE)
-    assert invite.get_all("Record-Route") == ["<sip:127.0.0.1:5060;lr>",
-                                              "<sip:127.0.0.1:5060;transport=tcp;lr>"]
+    token = core.proxy.tokens.token("call-1")
+    assert invite.get_all("Record-Route") == [
+        "<sip:127.0.0.1:5060;lr;rtok=%s>" % token,
+        "<sip:127.0.0.1:5060;transport=tcp;lr;rtok=%s>" % token]
     assert invite.via.transport == "UDP"
     # the callee's in-dialog request with both of our routes reaches the caller's contact
     bye = ("BYE sip:carol@127.0.0.1:6000 SIP/2.0\r\n"
            "Via: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKb2\r\n"
-           "Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:5060;transport=tcp;lr>\r\n"
+           "Route: %s\r\n" % ", ".join(invite.get_all("Record-Route")) +
            "From: <sip:bob@reticulum.local>;tag=t1\r\nTo: <sip:carol@example.org>;tag=f1\r\n"
            "Call-ID: call-1\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
     core.receive_bytes(bye.encode(), CALLEE)
@@ -376,7 +379,8 @@ def test_double_record_route_when_transports_differ(tmp_path):
 def test_strict_router_upstream(tmp_path):
     """§16.4: a strict router put our Record-Route URI in the Request-URI."""
     core, clock, net = make_core(tmp_path)
-    data = request("BYE", "sip:127.0.0.1:5060;lr", to="<sip:bob@reticulum.local>;tag=t1",
+    ours = "sip:127.0.0.1:5060;lr;rtok=%s" % core.proxy.tokens.token("call-1")
+    data = request("BYE", ours, to="<sip:bob@reticulum.local>;tag=t1",
                    extra="Route: <sip:bob@127.0.0.1:7000>")
     core.receive_bytes(data, CALLER)
     (fwd,) = to_flow(net.take(), CALLEE)

@@ -15,7 +15,7 @@ from collections import deque
 from typing import Any, Dict, List, Optional
 
 from reticulum.admin.metrics import Metrics
-from reticulum.sip import Request, parse
+from reticulum.sip import ParseError, Request, parse
 from reticulum.wordlog import aor_user
 
 __all__ = ["Hub", "RAW_LIMIT", "RECENT_MESSAGES"]
@@ -38,6 +38,16 @@ def _flow(flow) -> Optional[Dict[str, Any]]:
         return None
     return {"transport": flow.transport, "local": _hostport(flow.local),
             "remote": _hostport(flow.remote)}
+
+
+def _cseq_method(message) -> str:
+    """The method a response answers; "?" when its CSeq cannot be read (the answer to a
+    malformed request copies what it was given)."""
+    try:
+        cseq = message.cseq
+    except ParseError:
+        return "?"
+    return cseq.method if cseq is not None else "?"
 
 
 def _address_user(address) -> Optional[str]:
@@ -116,7 +126,7 @@ class Hub:
         direction = event["direction"]
         self.counters["messages_" + direction] += 1
         is_request = isinstance(message, Request)
-        method = message.method if is_request else message.cseq.method
+        method = message.method if is_request else _cseq_method(message)
         key = (direction, method, _status_class(message))
         counter = self._message_counters.get(key)
         if counter is None:
@@ -146,10 +156,14 @@ class Hub:
     @staticmethod
     def _describe_message(message, direction: str, flow, raw: bytes) -> Dict[str, Any]:
         is_request = isinstance(message, Request)
-        cseq = message.cseq
-        method = message.method if is_request else cseq.method
-        from_, to = message.from_, message.to
-        via = message.via
+        try:
+            cseq = message.cseq
+            from_, to = message.from_, message.to
+            via = message.via
+        except ParseError:
+            # the answer to a request we could not read: its copied headers may not parse
+            cseq = from_ = to = via = None
+        method = message.method if is_request else _cseq_method(message)
         out = {
             "direction": direction,
             "transport": flow.transport,
@@ -164,7 +178,7 @@ class Hub:
             "from_user": _address_user(from_),
             "to_user": _address_user(to),
             "call_id": message.call_id,
-            "cseq": "%d %s" % (cseq.number, cseq.method),
+            "cseq": "%d %s" % (cseq.number, cseq.method) if cseq is not None else None,
             "transaction": via.branch if via is not None else None,
             "dialog": [message.call_id, from_.tag if from_ is not None else None,
                        to.tag if to is not None else None],
