@@ -7,6 +7,8 @@ import socket
 import time
 import uuid
 
+import pytest
+
 from tests.integration.harness import free_port
 from tests.integration.sipclient import DOMAIN, build, status
 from tests.integration.test_admin import TOKEN, http, raw_handshake, wait_http
@@ -178,3 +180,41 @@ def test_webphone_paths_stay_in_its_folder(start_server):
         assert b"alice-secret" not in reply and b"[metadata]" not in reply \
             and b"root:" not in reply and b"import " not in reply, target
     assert _get(ws, "/").startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.xfail(strict=True, reason="a route token is bound to the Call-ID only: a party to a "
+                   "dialog may send its in-dialog requests to any host")
+def test_a_stranger_in_a_dialog_cannot_relay_to_a_third_host(start_server, foreign, attacker):  # noqa: F811
+    """A stranger may call bob; bob's phone rings (a 180 with the Record-Route, as phones
+    send). With the token of that Call-ID the stranger must still reach only bob, not any
+    host it names."""
+    server = start_server()
+    callee = Peer()
+    register(server, callee, "bob", ["<sip:bob@127.0.0.1:%d>" % callee.address[1]])
+    call_id = uuid.uuid4().hex
+    attacker.send(invite("sip:bob@" + DOMAIN, attacker.address, call_id=call_id,
+                         headers=["Contact: <sip:carol@%s:%d>" % attacker.address]), server)
+    forwarded = callee.recv()
+    ringing = "\r\n".join(
+        ["SIP/2.0 180 Ringing"]
+        + ["%s: %s" % (name, _header(forwarded, name)) for name in ("Via", "From", "Call-ID",
+                                                                    "CSeq", "Record-Route")]
+        + ["To: %s;tag=bob1" % _header(forwarded, "To"),
+           "Contact: <sip:bob@127.0.0.1:%d>" % callee.address[1], "Content-Length: 0", "", ""])
+    callee.send(ringing.replace("Via: " + _header(forwarded, "Via"),
+                                "Via: " + ", ".join(_vias(forwarded))).encode(), server)
+    got = attacker.recv()
+    while not got.startswith(b"SIP/2.0 180"):
+        got = attacker.recv()
+    record_route = _header(got, "Record-Route")
+    assert "rtok=" in record_route
+    attacker.send(build("MESSAGE", "sip:victim@%s" % foreign.hostport, attacker.address,
+                        from_=_header(got, "From"), to=_header(got, "To"), call_id=call_id,
+                        cseq=2, body="spam", headers=["Route: " + record_route]), server)
+    assert foreign.udp_received(2.0) == []
+    callee.close()
+
+
+def _vias(data: bytes) -> list:
+    return [line.partition(":")[2].strip() for line in data.decode().split("\r\n")
+            if line.lower().startswith("via:")]
