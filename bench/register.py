@@ -50,7 +50,6 @@ def main() -> int:
         return common.sipp(
             ["-sf", scenario, "-inf", os.path.join(work, "users.csv"), "-t", "u1",
              "-p", str(common.free_port()), "-r", str(rate), "-m", str(rate * seconds),
-             "-auth_uri", "reticulum.local",
              "-l", str(max(rate * 2, 1000)), "-recv_timeout", "5000",
              "127.0.0.1:%d" % port],
             work, timeout=seconds * 4 + 60)
