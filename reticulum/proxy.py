@@ -290,13 +290,10 @@ class Proxy:
         from_uri = request.from_.uri
         from_domain = self.core.local_domain(from_uri)
         if from_domain is not None:
-            result = self.auth.authenticate(request, ctx.flow.remote[0], proxy=True)
+            result = self.auth.authenticate(
+                request, ctx.flow.remote[0], proxy=True,
+                context="in-dialog request without a valid route token" if in_dialog else "")
             if result.response is not None:
-                if in_dialog:
-                    self.log.info("Challenging {method} {call_id} from {peer}: in-dialog "
-                                  "request without a valid route token",
-                                  method=request.method, call_id=request.call_id,
-                                  peer=_peer(ctx.flow))
                 ctx.send_final(result.response)
                 return False
             if not self.auth.owns(result.user, self._canonical(from_uri, from_domain)):
@@ -372,9 +369,9 @@ class Proxy:
                     return [[(uri, binding)]]
                 user = uri.user or ""
                 if self.core.accounts.exists(user) or request.to.tag is not None:
-                    ctx.respond(480)
+                    self.refuse(ctx, 480, None, "%s has no registered contact" % aor)
                 else:
-                    ctx.respond(404)
+                    self.refuse(ctx, 404, None, "no such user %s" % aor)
                 return None
             groups: list = []
             last_q = None

@@ -68,8 +68,12 @@ def start_admin(config: Any, core: Any, transports: Any, reactor: Any) -> AdminS
     events.subscribe(hub)
     for host, port in config.listen.admin:
         shown = "127.0.0.1" if host == "0.0.0.0" else ("::1" if host == "::" else host)
-        log.info("Admin page: http://{address}/#token={token}",
-                 address=_hostport(shown, port), token=token)
+        if config.admin.token is None:
+            log.info("Admin page: http://{address}/#token={token}",
+                     address=_hostport(shown, port), token=token)
+        else:  # the operator wrote it down already: a journal need not keep a copy
+            log.info("Admin page: http://{address}/#token=<[admin] token>",
+                     address=_hostport(shown, port))
     if created:
         log.info("Admin token made and stored in {path} (set [admin] token to choose one)",
                  path=config.state_dir + "/admin-token")
