@@ -182,8 +182,6 @@ def test_webphone_paths_stay_in_its_folder(start_server):
     assert _get(ws, "/").startswith(b"HTTP/1.1 200")
 
 
-@pytest.mark.xfail(strict=True, reason="a route token is bound to the Call-ID only: a party to a "
-                   "dialog may send its in-dialog requests to any host")
 def test_a_stranger_in_a_dialog_cannot_relay_to_a_third_host(start_server, foreign, attacker):  # noqa: F811
     """A stranger may call bob; bob's phone rings (a 180 with the Record-Route, as phones
     send). With the token of that Call-ID the stranger must still reach only bob, not any
