@@ -74,7 +74,6 @@ def _measure(args, warmup, workers, spread, work, cluster) -> tuple:
             ["-sf", scenario, "-inf", os.path.join(work, "users.csv"),
              "-t", "un" if spread else "u1",  # one socket each: spread over the workers
              "-p", str(common.free_port()), "-r", str(rate), "-m", str(rate * seconds),
-             "-auth_uri", "reticulum.local",
              "-l", str(max(rate * 2, 1000)), "-recv_timeout", "5000", "-max_socket", "10000",
              "127.0.0.1:%d" % port],
             work, timeout=seconds * 4 + 60)

@@ -68,6 +68,11 @@ _NONCE_CHARS = len(base64.urlsafe_b64encode(b"\0" * _NONCE_BYTES).rstrip(b"="))
 
 # verification outcomes
 _OK, _STALE, _BAD, _WRONG = "ok", "stale", "bad", "wrong"
+#: refusals that are re-challenged: a stale nonce, a nonce issued to another source, a digest
+#: uri that is not the request's (``check_uri``); the words are what the log says
+_ELSEWHERE, _URI = "elsewhere", "uri"
+_WHY = {_STALE: "stale nonce", _BAD: "unusable credentials", _ELSEWHERE:
+        "nonce issued to another source", _URI: "digest uri mismatch"}
 
 
 @dataclass
@@ -211,7 +216,9 @@ class Authenticator:
 
     # -- the decision --------------------------------------------------------------------------
 
-    def authenticate(self, request, source_ip: str, proxy: bool) -> AuthResult:
+    def authenticate(self, request, source_ip: str, proxy: bool, context: str = "") -> AuthResult:
+        """Who sent `request`, or the answer (challenge, 403) when that is not proven; every
+        answer other than a success is logged once, with why (`context` is appended)."""
         now = self.clock.seconds()
         realm = self.challenge_realm(request)
         source = source_key(source_ip)
@@ -219,6 +226,7 @@ class Authenticator:
             return self._forbidden(request, "source", source)
         credentials = self._credentials(request, proxy, realm)
         if credentials is None:
+            self._log_challenge(request, source_ip, "no credentials", None, context)
             return AuthResult(response=self.challenge(request, proxy, realm, source_ip=source_ip))
         username = credentials.get("username")
         if username and self._failures and self._locked(("pair", source, _name_key(username)), now):
@@ -229,13 +237,25 @@ class Authenticator:
         if outcome == _WRONG:
             self._failed(source, username, now)
             self.log.info(
-                "Digest authentication failed for {user!r} from {address}",
-                user=username, address=source_ip,
+                "Wrong password for {user!r} from {address} ({method} {call_id})",
+                user=username, address=source_ip, method=request.method, call_id=request.call_id,
             )
             if events.listening:
                 events.emit("auth", action="failure", user=username, address=source_ip)
-        return AuthResult(response=self.challenge(request, proxy, realm, stale=outcome == _STALE,
+        elif outcome == _URI:
+            self._log_challenge(request, source_ip, "digest uri %s is not the Request-URI %s"
+                                % (credentials.get("uri"), request.uri), username, context)
+        else:
+            self._log_challenge(request, source_ip, _WHY[outcome], username, context)
+        stale = outcome in (_STALE, _ELSEWHERE)
+        return AuthResult(response=self.challenge(request, proxy, realm, stale=stale,
                                                   source_ip=source_ip))
+
+    def _log_challenge(self, request, source_ip: str, why: str, user, context: str) -> None:
+        self.log.info("Challenging {method} {call_id} from {address}{user}: {why}{context}",
+                      method=request.method, call_id=request.call_id, address=source_ip,
+                      user=" for %r" % (user,) if user else "", why=why,
+                      context=" (%s)" % context if context else "")
 
     def challenge(self, request, proxy: bool, realm: str | None = None,
                   stale: bool = False, *, source_ip: str) -> Response:
@@ -347,9 +367,9 @@ class Authenticator:
         if issued is None or issued > now + CLOCK_SLACK:
             return _BAD
         if self.check_uri and not self._uri_matches(uri, request):
-            return _BAD
+            return _URI
         if not self._nonce_bound(raw, source):
-            return _STALE  # issued to another source: no password check, nothing counted
+            return _ELSEWHERE  # issued to another source: no password check, nothing counted
         ha1 = self.accounts.ha1(username, realm, digest.base_algorithm(algorithm))
         known = ha1 is not None
         if not known:

@@ -48,13 +48,28 @@ def _tag() -> str:
     return "%012x" % _random.getrandbits(48)
 
 
+def hop_key(uri) -> str:
+    """The next hop a URI names, as a route token binds it: host (case and trailing dot
+    folded) and port as written. A dialog's remote target is copied verbatim from its
+    Contact, and a Route from its Record-Route, so the same text comes back."""
+    if uri is None:
+        return ""
+    host = (uri.params.get("maddr") or uri.host or "").lower().rstrip(".")
+    return "%s:%s" % (host, uri.port or "")
+
+
 class RouteTokens:
     """Marks on the Record-Route URIs we mint, so that only they open the way in a dialog.
 
-    A token is a keyed MAC over the dialog's Call-ID: the same for both directions, checked
-    with one keyed hash, and valid after a restart because the key comes from the server's
-    secret in `state_dir`. The prefix of our stateless To tags comes from the same key, so
-    the ACK for such an answer is recognised after a restart too."""
+    A token is a keyed MAC over the dialog's Call-ID and the hop a request carrying it takes
+    after us (`hop_key`): the caller's side of the dialog may only go on to the callee's next
+    hop and the callee's side only back to the caller's, so a stranger who called one of our
+    users cannot use the dialog to reach anyone else. The entry in the request (what the callee
+    keeps) is bound to the caller's next hop; the same entry in the responses (what the caller
+    keeps, RFC 3261 §16.7 step 4 lets us rewrite it) to the callee's. One keyed hash checks
+    a request; the key comes from the server's secret in `state_dir`, so tokens outlive a
+    restart. The prefix of our stateless To tags comes from the same key, so the ACK for such
+    an answer is recognised after a restart too."""
 
     __slots__ = ("_key", "stateless_prefix")
 
@@ -63,17 +78,20 @@ class RouteTokens:
         self.stateless_prefix = hashlib.blake2b(b"stateless to-tag", key=self._key,
                                                 digest_size=4).hexdigest() + "."
 
-    def token(self, call_id: str) -> str:
-        mac = hashlib.blake2b(call_id.encode("utf-8", "surrogatepass"), key=self._key,
+    def token(self, call_id: str, hop: str = "") -> str:
+        """The token for a dialog (`call_id`) whose requests go on to `hop` (`hop_key`)."""
+        text = "%s\n%s" % (call_id, hop)
+        mac = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), key=self._key,
                               digest_size=12).digest()
         return base64.urlsafe_b64encode(mac).decode("ascii")  # 16 characters, no padding
 
-    def valid(self, call_id: str, token) -> bool:
-        return bool(token) and self.valid_any(call_id, (token,))
+    def valid(self, call_id: str, token, hop: str = "") -> bool:
+        return bool(token) and self.valid_any(call_id, (token,), hop)
 
-    def valid_any(self, call_id: str, tokens) -> bool:
-        """Is any of `tokens` (text from the wire) the one for this Call-ID? One MAC for all."""
-        expected = self.token(call_id).encode("ascii")
+    def valid_any(self, call_id: str, tokens, hop: str = "") -> bool:
+        """Is any of `tokens` (text from the wire) the one for this Call-ID and next hop?
+        One MAC for all."""
+        expected = self.token(call_id, hop).encode("ascii")
         return any(hmac.compare_digest(expected, token.encode("utf-8", "surrogatepass"))
                    for token in tokens)
 
@@ -298,13 +316,10 @@ class Proxy:
         from_uri = request.from_.uri
         from_domain = self.core.local_domain(from_uri)
         if from_domain is not None:
-            result = self.auth.authenticate(request, ctx.flow.remote[0], proxy=True)
+            result = self.auth.authenticate(
+                request, ctx.flow.remote[0], proxy=True,
+                context="in-dialog request without a valid route token" if in_dialog else "")
             if result.response is not None:
-                if in_dialog:
-                    self.log.info("Challenging {method} {call_id} from {peer}: in-dialog "
-                                  "request without a valid route token",
-                                  method=request.method, call_id=request.call_id,
-                                  peer=_peer(ctx.flow))
                 ctx.send_final(result.response)
                 return False
             if not self.auth.owns(result.user, self._canonical(from_uri, from_domain)):
@@ -361,7 +376,11 @@ class Proxy:
         if not given:
             return False
         given = [token for token in given if token]
-        return bool(given) and self.tokens.valid_any(request.call_id, given)
+        if not given:
+            return False
+        routes = request.routes
+        hop = routes[0].uri if routes else request.uri  # where the request goes after us
+        return self.tokens.valid_any(request.call_id, given, hop_key(hop))
 
     def _target_set(self, ctx: "ProxyContext", routes) -> list | None:
         """§16.5: one list of (uri, binding) per q-value group, tried in order."""
@@ -380,9 +399,9 @@ class Proxy:
                     return [[(uri, binding)]]
                 user = uri.user or ""
                 if self.core.accounts.exists(user) or request.to.tag is not None:
-                    ctx.respond(480)
+                    self.refuse(ctx, 480, None, "%s has no registered contact" % aor)
                 else:
-                    ctx.respond(404)
+                    self.refuse(ctx, 404, None, "no such user %s" % aor)
                 return None
             groups: list = []
             last_q = None
@@ -636,6 +655,29 @@ class Proxy:
 
     # -- responses ---------------------------------------------------------------------------
 
+    def rebind_route_tokens(self, response: Response) -> Response:
+        """Our Record-Route entries in a response on its way to the caller, with the token
+        for the hop the caller's requests take after us: the nearest Record-Route above
+        ours (towards the callee), else the callee's Contact (RFC 3261 §16.7 step 4 lets a
+        proxy rewrite its own entries). The caller builds its route set from these."""
+        values = response.get_all("Record-Route")
+        if not values or not any(TOKEN_PARAM in value for value in values):
+            return response
+        contacts = response.contacts
+        beyond = contacts[0].uri if contacts and not contacts[0].star else None
+        call_id = response.call_id
+        routes = []
+        for route in response.record_routes:
+            uri = route.uri
+            if TOKEN_PARAM in uri.params and self.core.is_us(uri):
+                route = route.copy()
+                route.uri.params[TOKEN_PARAM] = self.tokens.token(call_id, hop_key(beyond))
+            else:
+                beyond = uri
+            routes.append(route)
+        response.set("Record-Route", ", ".join(str(route) for route in routes))
+        return response
+
     def handle_response(self, response: Response, flow) -> None:
         if self.transactions.handle_response(response):
             return
@@ -644,8 +686,7 @@ class Proxy:
         vias = response.vias
         if (200 <= response.status < 300 and response.cseq.method == "INVITE" and len(vias) > 1
                 and self.core.is_local_address(vias[0].host, vias[0].port)):
-            out = response.copy()
-            out.remove_first("Via")
+            out = self.rebind_route_tokens(_upstream(response))
             self.core.send_message(out, self.core.via_destination(out.via))
             return
         self.log.info("Dropping stray response {status} {call_id}", status=response.status,
@@ -888,9 +929,14 @@ class ProxyContext:
             self.respond(100)
 
     def route_token(self) -> str:
+        """The token of our Record-Route in the request: the callee's requests go back to
+        the caller's next hop, the Record-Route below ours or else the caller's Contact."""
         token = self.token
         if token is None:
-            token = self.token = self.proxy.tokens.token(self.request.call_id)
+            request = self.request
+            beyond = request.record_routes or request.contacts
+            hop = hop_key(beyond[0].uri) if beyond and not beyond[0].star else ""
+            token = self.token = self.proxy.tokens.token(request.call_id, hop)
         return token
 
     # local answers
@@ -998,12 +1044,12 @@ class ProxyContext:
         if self.is_dialog:
             self.proxy.dialogs.response_seen(self.request, response)
         if not self.final_sent:
-            self.server.respond(_upstream(response))
+            self.server.respond(self.proxy.rebind_route_tokens(_upstream(response)))
 
     def late_success(self, branch: Branch, response: Response) -> None:
         """A 2xx retransmission (or a 2xx after we gave up on a branch): always forwarded."""
         if self.request.method == "INVITE":
-            self.server.respond(_upstream(response))
+            self.server.respond(self.proxy.rebind_route_tokens(_upstream(response)))
 
     def final(self, branch: Branch, response: Response) -> None:
         status = response.status
@@ -1013,7 +1059,7 @@ class ProxyContext:
             self.success = True
             first = not self.final_sent
             self.final_sent = True
-            self.server.respond(_upstream(response))
+            self.server.respond(self.proxy.rebind_route_tokens(_upstream(response)))
             if first and self.request.method == "INVITE":
                 for other in self.branches:
                     if other is not branch:

@@ -238,7 +238,7 @@ class ReticulumService(MultiService):
         self.cluster: Any = None
         self.dns: Any = None  # the DNS lookup and its thread pool
         self._started = False
-        self.admin: Any = None  # reticulum.admin.AdminService when [listen] admin is set
+        self.admin: Any = None  # reticulum.admin.service.AdminService when [listen] admin is set
         self._word_log: Any = None
 
     @property
@@ -344,7 +344,7 @@ class ReticulumService(MultiService):
             self._word_log = WordLog(self.config.domains)
             events.subscribe(self._word_log)
         if self.config.listen.admin:
-            from reticulum.admin import start_admin
+            from reticulum.admin.service import start_admin
 
             try:
                 self.admin = start_admin(self.config, self.core, self.transports, self.reactor)

@@ -156,7 +156,9 @@ def test_basic_call_is_forwarded_and_answered(tmp_path):
     assert len(invite.vias) == 2 and invite.via.host == "127.0.0.1"
     assert invite.via.branch.startswith("z9hG4bK")
     (record_route,) = invite.get_all("Record-Route")
-    assert record_route == "<sip:127.0.0.1:5060;lr;rtok=%s>" % core.proxy.tokens.token("call-1")
+    # the callee's requests may go back to the caller's Contact only
+    assert record_route == "<sip:127.0.0.1:5060;lr;rtok=%s>" % core.proxy.tokens.token(
+        "call-1", "127.0.0.1:6000")
     assert invite.body == b"v=0\r\n"
 
     core.receive_bytes(answer(invite, 180, "Ringing"), CALLEE)
@@ -165,10 +167,14 @@ def test_basic_call_is_forwarded_and_answered(tmp_path):
     assert statuses(up) == [180, 200]
     assert all(len(m.vias) == 1 for m in up)
     assert core.dialogs.active()
+    # the caller's route set comes from the 200: its token leads on to the callee's Contact
+    (caller_route,) = up[1].get_all("Record-Route")
+    assert caller_route == "<sip:127.0.0.1:5060;lr;rtok=%s>" % core.proxy.tokens.token(
+        "call-1", "127.0.0.1:7000")
 
     # The ACK for the 2xx is end to end: forwarded along the route set, never answered.
     ack = request("ACK", "sip:bob@127.0.0.1:7000", branch="z9hG4bKack1",
-                  to="<sip:bob@reticulum.local>;tag=t1", extra="Route: " + record_route)
+                  to="<sip:bob@reticulum.local>;tag=t1", extra="Route: " + caller_route)
     core.receive_bytes(ack, CALLER)
     sent = net.take()
     assert [m.method for m in to_flow(sent, CALLEE)] == ["ACK"]
@@ -359,7 +365,7 @@ def test_double_record_route_when_transports_differ(tmp_path):
     caller = Flow("tcp", PROXY, ("127.0.0.1", 6001), 5)
     core.receive_bytes(request().replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"), caller)
     (invite,) = to_flow(net.take(), CALLEE)
-    token = core.proxy.tokens.token("call-1")
+    token = core.proxy.tokens.token("call-1", "127.0.0.1:6000")
     assert invite.get_all("Record-Route") == [
         "<sip:127.0.0.1:5060;lr;rtok=%s>" % token,
         "<sip:127.0.0.1:5060;transport=tcp;lr;rtok=%s>" % token]
@@ -379,7 +385,7 @@ def test_double_record_route_when_transports_differ(tmp_path):
 def test_strict_router_upstream(tmp_path):
     """§16.4: a strict router put our Record-Route URI in the Request-URI."""
     core, clock, net = make_core(tmp_path)
-    ours = "sip:127.0.0.1:5060;lr;rtok=%s" % core.proxy.tokens.token("call-1")
+    ours = "sip:127.0.0.1:5060;lr;rtok=%s" % core.proxy.tokens.token("call-1", "127.0.0.1:7000")
     data = request("BYE", ours, to="<sip:bob@reticulum.local>;tag=t1",
                    extra="Route: <sip:bob@127.0.0.1:7000>")
     core.receive_bytes(data, CALLER)

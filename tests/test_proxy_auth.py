@@ -104,7 +104,8 @@ def test_someone_elses_from_is_refused(tmp_path):
 
 def test_in_dialog_requests_through_our_route_are_not_challenged(tmp_path):
     core, clock, net = make_core(tmp_path)
-    route = "Route: <sip:127.0.0.1:5060;lr;rtok=%s>" % core.proxy.tokens.token("call-1")
+    route = "Route: <sip:127.0.0.1:5060;lr;rtok=%s>" % core.proxy.tokens.token(
+        "call-1", "127.0.0.1:7000")
     bye = request("BYE", "sip:bob@127.0.0.1:7000", from_="<sip:alice@%s>;tag=a" % DOMAIN,
                   to="<sip:bob@%s>;tag=b" % DOMAIN, extra=route)
     core.receive_bytes(bye, CALLER)

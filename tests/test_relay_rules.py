@@ -79,14 +79,17 @@ def _call_through(core, clock, net, caller_from="<sip:carol@example.org>;tag=f1"
     return invite
 
 
-def test_record_route_carries_a_token_over_the_call_id(tmp_path):
+def test_record_route_carries_a_token_over_the_call_id_and_the_next_hop(tmp_path):
     core, clock, net = make_core(tmp_path)
     invite = _call_through(core, clock, net)
     (rr,) = invite.record_routes
     token = rr.uri.params["rtok"]
-    assert token == core.proxy.tokens.token("call-1") != core.proxy.tokens.token("call-2")
-    assert core.proxy.tokens.valid("call-1", token)
-    assert not core.proxy.tokens.valid("call-2", token)
+    tokens = core.proxy.tokens
+    # what the callee keeps leads back to the caller's Contact (sip:carol@127.0.0.1:6000)
+    assert token == tokens.token("call-1", "127.0.0.1:6000")
+    assert tokens.valid("call-1", token, "127.0.0.1:6000")
+    assert not tokens.valid("call-2", token, "127.0.0.1:6000")
+    assert not tokens.valid("call-1", token, "192.0.2.9:")
 
 
 def test_forged_route_in_a_made_up_dialog_is_not_relayed(tmp_path):
@@ -101,25 +104,63 @@ def test_forged_route_in_a_made_up_dialog_is_not_relayed(tmp_path):
         assert statuses(to_flow(sent, CALLER)) == [403]
 
 
-def test_the_dialog_token_opens_both_directions(tmp_path):
-    core, clock, net = make_core(tmp_path)
+def _answered_call(core, clock, net):
+    """A foreign caller's call to bob, answered: (what the callee got, what the caller got)."""
     invite = _call_through(core, clock, net)
     core.receive_bytes(answer(invite, 200, "OK"), CALLEE)
-    net.take()
-    record_routes = invite.get_all("Record-Route")
+    (ok,) = [m for m in to_flow(net.take(), CALLER) if not isinstance(m, Request)
+             and m.status == 200]
+    return invite, ok
+
+
+def _info_from_bob(ruri, route):
+    return ("INFO %s SIP/2.0\r\n"
+            "Via: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKi\r\nRoute: %s\r\n"
+            "From: <sip:bob@%s>;tag=t1\r\nTo: <sip:carol@example.org>;tag=f1\r\n"
+            "Call-ID: call-1\r\nCSeq: 7 INFO\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            % (ruri, route, DOMAIN)).encode()
+
+
+def test_the_dialog_token_opens_both_directions(tmp_path):
+    core, clock, net = make_core(tmp_path)
+    invite, ok = _answered_call(core, clock, net)
+    # the 200 carries our Record-Route rewritten for the caller: on to bob's Contact
+    (rr,) = ok.record_routes
+    assert rr.uri.params["rtok"] == core.proxy.tokens.token("call-1", "127.0.0.1:7000")
     # the foreign caller's BYE goes to the callee...
     bye = request("BYE", "sip:bob@127.0.0.1:7000", branch="z9hG4bKbye", cseq=2,
-                  to="<sip:bob@%s>;tag=t1" % DOMAIN, extra="Route: " + record_routes[0])
+                  to="<sip:bob@%s>;tag=t1" % DOMAIN, extra="Route: " + ok.get("Record-Route"))
     core.receive_bytes(bye, CALLER)
     assert [m.method for m in to_flow(net.take(), CALLEE)] == ["BYE"]
-    # ... and the local callee's request reaches the foreign caller, unchallenged
-    info = ("INFO sip:carol@192.0.2.9 SIP/2.0\r\n"
-            "Via: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKi\r\nRoute: %s\r\nFrom: <sip:bob@%s>;tag=t1\r\nTo: <sip:carol@example.org>;tag=f1\r\n"
-            "Call-ID: call-1\r\nCSeq: 7 INFO\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-            % (record_routes[0], DOMAIN))
-    core.receive_bytes(info.encode(), CALLEE)
-    sent = net.take()
-    assert [m.method for m, _ in to_foreign(sent)] == ["INFO"]
+    # ... and the local callee's request reaches the caller's Contact, unchallenged
+    core.receive_bytes(_info_from_bob("sip:carol@127.0.0.1:6000",
+                                      invite.get("Record-Route")), CALLEE)
+    assert [m.method for m in to_flow(net.take(), CALLER)] == ["INFO"]
+
+
+def test_a_dialog_token_leads_only_to_the_other_side_of_its_dialog(tmp_path):
+    """A stranger who called bob holds a valid token for that Call-ID: it must not take
+    an in-dialog request to anyone but bob (nor bob's side to anyone but the caller)."""
+    core, clock, net = make_core(tmp_path)
+    invite, ok = _answered_call(core, clock, net)
+    for route in (ok.get("Record-Route"), invite.get("Record-Route")):
+        message = request("MESSAGE", "sip:victim@192.0.2.9", branch="z9hG4bKm", cseq=3,
+                          to="<sip:bob@%s>;tag=t1" % DOMAIN, extra="Route: " + route)
+        core.receive_bytes(message, CALLER)
+        sent = net.take()
+        assert not to_foreign(sent)
+        assert statuses(to_flow(sent, CALLER)) == [403]
+        # a Route of the stranger's own after ours is a foreign next hop too
+        message = request("MESSAGE", "sip:bob@127.0.0.1:7000", branch="z9hG4bKn", cseq=4,
+                          to="<sip:bob@%s>;tag=t1" % DOMAIN,
+                          extra="Route: %s, <sip:192.0.2.9;lr>" % route)
+        core.receive_bytes(message, CALLER)
+        sent = net.take()
+        assert not to_foreign(sent)
+    # bob's side, with the caller's token, cannot be pointed elsewhere either
+    core.receive_bytes(_info_from_bob("sip:carol@192.0.2.9", invite.get("Record-Route")),
+                       CALLEE)
+    assert not to_foreign(net.take())
 
 
 def test_the_token_survives_a_restart(tmp_path):

@@ -308,12 +308,17 @@ class Server:
     ) -> None:
         self.directory = Path(directory)
         self.host = host
+        # a port picked here may be taken by another process before the server binds it:
+        # start() then picks another one (a port the caller chose is kept as it is)
+        self._port_is_ours = port is None
+        self._overrides = overrides
         self.port = port if port is not None else free_port(host)
         self.transports = tuple(transports)
         self.config_path, self.config = write_config(self.directory, self.port, host, transports, **overrides)
         self.log_path = self.directory / "server.log"
         self.proc: Optional[subprocess.Popen] = None
         self._log_file = None
+        self._log_mark = 0
 
     # -- addresses
 
@@ -337,9 +342,29 @@ class Server:
     # -- life
 
     def start(self, wait: bool = True, timeout: float = READY_TIMEOUT) -> "Server":
+        for attempt in range(3):
+            self._spawn()
+            if not wait:
+                return self
+            try:
+                self.wait_ready(timeout)
+                return self
+            except HarnessError:
+                lost_race = (self._port_is_ours and attempt < 2 and not self.running
+                             and "address already in use" in self.read_log()[self._log_mark:])
+                if not lost_race:
+                    raise
+            self.stop()
+            self.port = free_port(self.host)
+            self.config_path, self.config = write_config(
+                self.directory, self.port, self.host, self.transports, **self._overrides)
+        return self
+
+    def _spawn(self) -> None:
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("RETICULUM_CONFIG", None)
+        self._log_mark = len(self.read_log())
         self._log_file = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             server_command(self.config_path),
@@ -349,9 +374,6 @@ class Server:
             stderr=subprocess.STDOUT,
             env=env,
         )
-        if wait:
-            self.wait_ready(timeout)
-        return self
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Poll with OPTIONS until any answer; fail fast if the process exits."""

@@ -274,7 +274,7 @@ def sipp_call(server, tmp_path, pause_ms: int = 200, port: Optional[int] = None)
     uas = start_sipp("uas", None, local_port=port, cwd=tmp_path, timeout=30, name="uas-%d" % port)
     time.sleep(0.3)
     uac = start_sipp(uac_auth_with_pause(tmp_path), server.address, "-s", "bob", "-au", "alice", "-ap",
-                     "alice-secret", "-auth_uri", "bob@" + DOMAIN, "-key", "domain", DOMAIN,
+                     "alice-secret", "-key", "domain", DOMAIN,
                      "-key", "caller", "alice@" + DOMAIN, "-d", str(pause_ms), cwd=tmp_path,
                      timeout=30)
     return uac, uas, port
