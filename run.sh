@@ -150,6 +150,13 @@ ensure_sipp() {
     fi
 }
 
+# the cluster tests start their own Redis servers
+ensure_redis() {
+    if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then
+        apt_install redis-server
+    fi
+}
+
 # ensure_test_tools: what the TLS phone and browser tests need, on a fresh machine too:
 # baresip (SIP over TLS), Debian's chromium, node + npm; then the node packages of
 # package-lock.json (playwright-core, jssip, esbuild) and the JsSIP bundle
@@ -223,6 +230,7 @@ cmd_test() {
     kind="$(want_kind)"
     venv="$(ensure_env "$kind" 1)"
     ensure_sipp
+    ensure_redis
     ensure_test_tools
     say "tests on $("$venv/bin/python" -c 'import platform; print(platform.python_implementation(), platform.python_version())')"
     run_pytest "$venv" "$@" || rc=$?

@@ -100,8 +100,54 @@ def server_env() -> dict:
     return env
 
 
+def add_workers_argument(parser) -> None:
+    parser.add_argument("--workers", default="1",
+                        help="server processes, or a list run one after the other (1,2); "
+                             "more than 1 starts a Redis for [cluster]")
+    parser.add_argument("--cluster", action="store_true",
+                        help="[cluster] with a Redis even for one worker")
+
+
+def worker_counts(text: str) -> list[int]:
+    return [int(n) for n in text.split(",") if n.strip()]
+
+
 @contextlib.contextmanager
-def server(config_path: str, python: str | None = None):
+def cluster_config(workers: int, cluster: bool, directory: str):
+    """The config lines for `workers` processes, with a Redis of their own when needed."""
+    if workers <= 1 and not cluster:
+        yield ""
+        return
+    sys.path.insert(0, ROOT)
+    from tests.redisserver import RedisServer
+
+    redis = RedisServer(os.path.join(directory, "redis-%d" % time.time_ns()),
+                        appendonly=False).start()
+    try:
+        yield ('[cluster]\nredis = "%s"\nnode = "bench"\nprefix = "bench-%d:"\n'
+               '[server]\nworkers = %d' % (redis.url, time.time_ns(), workers))
+    finally:
+        redis.stop()
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU time of every process of a process group (the server and its workers)."""
+    total = 0.0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+@contextlib.contextmanager
+def server(config_path: str, python: str | None = None, workers: int = 1):
     """Run the real server (twistd plugin) until the block ends."""
     python = python or server_python()
     log = open(os.path.join(os.path.dirname(config_path), "server.log"), "w")
@@ -114,7 +160,7 @@ def server(config_path: str, python: str | None = None):
     port = int(open(config_path).read().split('udp = ["127.0.0.1:')[1].split('"')[0])
     try:
         deadline = time.time() + 60
-        while not options_ok(port):
+        while not options_ok(port) or workers_up(log.name) < workers:
             if proc.poll() is not None or time.time() > deadline:
                 raise RuntimeError("server did not start; see %s" % log.name)
         yield proc
@@ -127,6 +173,11 @@ def server(config_path: str, python: str | None = None):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+def workers_up(log_path: str) -> int:
+    with open(log_path, errors="replace") as f:
+        return f.read().count("accounts: ")  # each process's start-up summary
 
 
 def cpu_seconds(pid: int) -> float:

@@ -35,6 +35,7 @@ __all__ = [
     "TLSConfig",
     "WebSocketConfig",
     "DialogConfig",
+    "ClusterConfig",
     "DNSConfig",
     "ProxyConfig",
     "ServerConfig",
@@ -158,6 +159,19 @@ class DialogConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    #: "redis://host:port/db"; None: no cluster (bindings and accounts in SQLite)
+    redis: Optional[str] = None
+    #: this node's name (default: the host name); each node of a cluster needs its own
+    node: Optional[str] = None
+    #: (host, port, "udp") where the other nodes reach this one; None: the first udp
+    #: listening address
+    address: Optional[Tuple[str, int, str]] = None
+    #: the prefix of every Redis key (several clusters may share one Redis)
+    prefix: str = "reticulum:"
+
+
+@dataclass(frozen=True)
 class DNSConfig:
     #: (host, port) name servers; empty: the system's resolv.conf
     nameservers: List[Address] = field(default_factory=list)
@@ -176,6 +190,8 @@ class ProxyConfig:
 class ServerConfig:
     #: how the server names itself in Via and Record-Route; None: the listening address
     public_name: Optional[str] = None
+    #: processes serving the same ports (SO_REUSEPORT); more than 1 needs [cluster]
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -194,6 +210,7 @@ class Config:
     dialog: DialogConfig = field(default_factory=DialogConfig)
     dns: DNSConfig = field(default_factory=DNSConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     #: the file this came from (absolute), or None when built from a dict
@@ -254,7 +271,8 @@ def config_from_dict(
     )
     dns = _dns(r.section("dns"), path)
     proxy = ProxyConfig(outbound_proxy=_done(r.section("proxy"), _outbound_proxy))
-    server = ServerConfig(public_name=_done(r.section("server"), _public_name))
+    cluster = _cluster(r.section("cluster"), listen)
+    server = _server(r.section("server"), cluster)
     r.finish()
     return Config(
         domains=domains,
@@ -271,6 +289,7 @@ def config_from_dict(
         dialog=dialog,
         dns=dns,
         proxy=proxy,
+        cluster=cluster,
         server=server,
         admin=admin,
         path=path,
@@ -554,6 +573,50 @@ def _public_name(r: "_Reader") -> Optional[str]:
     if not _is_host_name(name):
         raise ConfigError(r.msg("public_name", "not a host name or IP address: %r" % (text,)))
     return name
+
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_NODE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def _cluster(r: "_Reader", listen: ListenConfig) -> ClusterConfig:
+    url = r.string("redis", None, non_empty=True)
+    if url is not None and not url.startswith(_REDIS_SCHEMES):
+        raise ConfigError(r.msg("redis", "must be a redis://host:port/db URL"))
+    node = r.string("node", None, non_empty=True)
+    if node is not None and (len(node) > 64 or not set(node) <= _NODE_CHARS):
+        raise ConfigError(r.msg("node", "must be at most 64 letters, digits, '.', '_' or '-'"))
+    text = r.string("address", None, non_empty=True)
+    address = None
+    if text is not None:
+        try:
+            host, port = parse_hostport(text)
+        except ValueError as e:
+            raise ConfigError(r.msg("address", "bad address %r: %s" % (text, e))) from None
+        if (host, port) not in listen.udp:
+            raise ConfigError(r.msg("address", "must be one of the udp listening addresses"))
+        address = (host, port, "udp")
+    prefix = r.string("prefix", "reticulum:")
+    if url is None and (node is not None or address is not None):
+        raise ConfigError(r.msg("redis", "is needed for a cluster"))
+    if url is not None and not listen.udp:
+        raise ConfigError(r.msg("redis", "a cluster node needs a udp listening address"))
+    r.finish()
+    return ClusterConfig(redis=url, node=node, address=address, prefix=prefix)
+
+
+def _server(r: "_Reader", cluster: ClusterConfig) -> ServerConfig:
+    value = r.take("workers", 1)
+    if value == "auto":
+        value = os.cpu_count() or 1
+    elif isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
+        raise ConfigError(r.msg("workers", "must be a number of processes (1-256) or \"auto\""))
+    if value > 1 and cluster.redis is None:
+        raise ConfigError(r.msg("workers", "more than one worker needs [cluster] redis: the "
+                                           "workers share their bindings through Redis"))
+    public_name = _public_name(r)
+    r.finish()
+    return ServerConfig(workers=value, public_name=public_name)
 
 
 def _domain(value: str, key: str, path: Optional[str]) -> str:

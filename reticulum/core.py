@@ -58,6 +58,8 @@ class Core:
     """Receives every framed message, sends every message; the proxy decides in between."""
 
     log = Logger()
+    #: the reticulum.cluster.Cluster this node belongs to (set by the service), or None
+    cluster = None
 
     def __init__(self, config, clock, transports, location=None, accounts=None, resolver=None,
                  lookup=None):

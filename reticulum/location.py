@@ -121,6 +121,11 @@ def _order_key(binding: Binding) -> tuple[float, float]:
 class LocationStore:
     """The interface the registrar, the proxy and the core use."""
 
+    #: False while changes cannot be stored (a shared store out of reach): the proxy then
+    #: refuses REGISTER with 503 and a Retry-After of ``retry_after`` seconds
+    writable = True
+    retry_after = 5
+
     def lookup(self, aor: str, now: float) -> list[Binding]:
         """Live, reachable bindings of ``aor``: by q (highest first), then most recent."""
         raise NotImplementedError

@@ -265,6 +265,9 @@ class Proxy:
                 self.refuse(ctx, 403, "Not a domain served here",
                             "REGISTER for a domain not served here")
                 return
+            if not self.location.writable:  # the shared store is out of reach
+                ctx.respond(503, headers=[("Retry-After", str(self.location.retry_after))])
+                return
             user = None
             if self.auth is not None:
                 result = self.auth.authenticate(request, ctx.flow.remote[0], proxy=False)
@@ -298,12 +301,17 @@ class Proxy:
         - Otherwise a sender whose From is local (a served domain or one of our addresses)
           proves who they are (407) and that the From is their own; then it may go anywhere.
         - Anyone else may only reach this server's users: a foreign next hop is refused.
+        - Another node of the cluster ([cluster]) passes on what it authorised already, to a
+          user or a flow of this node.
         """
         if self.auth is None:
             return True  # no authentication, no identities: a closed lab, a benchmark
         request = ctx.request
         in_dialog = request.to.tag is not None
         if in_dialog and ctx.dialog_token:
+            return True
+        cluster = self.core.cluster
+        if cluster is not None and cluster.is_peer(ctx.flow) and self._next_hop_is_local(request):
             return True
         from_uri = request.from_.uri
         from_domain = self.core.local_domain(from_uri)

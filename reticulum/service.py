@@ -222,15 +222,20 @@ class ReticulumService(MultiService):
 
     name = "reticulum"
 
-    def __init__(self, config: Any, reactor: Any = None, exit_on_error: bool = True) -> None:
+    def __init__(self, config: Any, reactor: Any = None, exit_on_error: bool = True,
+                 worker: int = 0) -> None:
         MultiService.__init__(self)
         self.config = config
+        #: which of the ``[server] workers`` processes this is (reticulum.workers)
+        self.worker = worker
+        self._workers: list = []
         self._reactor = reactor
         self.exit_on_error = exit_on_error
         #: twistd's own options (set by the plugin): where logs go, daemon or not
         self.twistd_options: Any = None
         self.transports: Optional[Transports] = None
         self.core: Any = None
+        self.cluster: Any = None
         self.dns: Any = None  # the DNS lookup and its thread pool
         self._started = False
         self.admin: Any = None  # reticulum.admin.service.AdminService when [listen] admin is set
@@ -266,9 +271,19 @@ class ReticulumService(MultiService):
         from reticulum.dns.lookup import ThreadedLookup
 
         transports = Transports(config, reactor=self.reactor)
+        own = None
+        if config.server.workers > 1:
+            from reticulum.workers import own_udp_address
+
+            own = own_udp_address(config)
+            transports.share_ports(own)
+        cluster = self._start_cluster(own)
         self.dns = ThreadedLookup(self.reactor, nameservers=config.dns.nameservers,
                                   timeout=config.dns.timeout)
-        core = Core(config, clock=self.reactor, transports=transports, lookup=self.dns)
+        core = Core(config, clock=self.reactor, transports=transports, lookup=self.dns,
+                    location=cluster.location if cluster else None,
+                    accounts=cluster.accounts if cluster else None)
+        core.cluster = cluster
         self.dns.start()
         transports.attach(core)
         self.transports = transports
@@ -294,6 +309,30 @@ class ReticulumService(MultiService):
             state_dir=config.state_dir,
         )
         log_startup_summary(self)
+        if config.server.workers > 1 and self.worker == 0:
+            from reticulum.workers import spawn
+
+            self._workers = spawn(config)
+            log.info("started {count} more workers", count=len(self._workers))
+
+    def _start_cluster(self, own: Any = None) -> Any:
+        """With ``[cluster]``: join it (reach Redis, share the secrets); else None."""
+        config = self.config
+        if config.cluster.redis is None:
+            return None
+        from reticulum.cluster import Cluster
+
+        cluster = Cluster(config, call_in_main=self.reactor.callFromThread,
+                          log=Logger(namespace="reticulum.cluster"), worker=self.worker,
+                          address=None if own is None else (own[0], own[1], "udp"))
+        try:
+            cluster.start()
+        except Exception as e:
+            raise StartupError("cannot reach Redis at %s: %s" % (config.cluster.redis, e)) from None
+        self.cluster = cluster
+        log.info("Cluster node {node}, reached by the others at {path}", node=cluster.node,
+                 path=cluster.own_path)
+        return cluster
 
     def _start_watchers(self) -> None:
         """The observers of the core's events: the log in words, the admin port."""
@@ -365,6 +404,14 @@ class ReticulumService(MultiService):
                     return core.stop()
 
                 inner.addCallback(stop_core)
+            workers, self._workers = self._workers, []
+            if workers:
+                from reticulum.workers import stop as stop_workers
+
+                inner.addCallback(lambda _: stop_workers(workers))
+            cluster, self.cluster = self.cluster, None
+            if cluster is not None:
+                inner.addCallback(lambda _: cluster.stop())
             inner.addErrback(lambda f: log.failure("error while stopping", f))
             return inner
 

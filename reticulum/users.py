@@ -72,6 +72,13 @@ def _load(config_path: str):
 
 
 def _open_store(config) -> AccountStore:
+    if config.cluster.redis is not None:  # the accounts every node of the cluster reads
+        from reticulum.cluster import RedisAccounts
+
+        shared = RedisAccounts(config.cluster.redis, list(config.domains),
+                               prefix=config.cluster.prefix, watch=False)
+        shared.start()
+        return shared
     os.makedirs(config.state_dir, exist_ok=True)
     store = AccountStore(os.path.join(config.state_dir, DATABASE), list(config.domains),
                          watch=False)

@@ -119,6 +119,16 @@ class Transports:
         self._named: Dict[int, tuple] = {}  # conn id -> its key with a verified name
         self._ids = itertools.count(1)
         self._outgoing: set = set()  # conn ids of our connections, counted by self.limits
+        self._reuse_port = False
+        self._own: List[Tuple[str, int]] = []
+
+    def share_ports(self, own: Tuple[str, int]) -> None:
+        """Several worker processes serve the configured addresses (SO_REUSEPORT); this one
+        also listens on the UDP address ``own``, which it names in what it sends
+        (reticulum.workers)."""
+        self._reuse_port = True
+        self._own.append(own)
+        self.listening.insert(0, ListeningPoint("udp", own[0], own[1]))
 
     @staticmethod
     def _max_connections(configured: Optional[int]) -> int:
@@ -148,7 +158,9 @@ class Transports:
         Raises BindError naming the first address that cannot be bound;
         what was bound before is released again.
         """
-        for name, (host, port) in self.config.listen.items():
+        # a worker's own UDP socket first: requests it sends leave from there (ties in
+        # _udp_socket_for go to the first), so their responses come back to it
+        for name, (host, port) in [("udp", a) for a in self._own] + self.config.listen.items():
             if name == "admin":
                 continue  # served by reticulum.admin
             if name not in SUPPORTED_LISTEN:
@@ -175,6 +187,8 @@ class Transports:
             if family == socket.AF_INET6 and hasattr(socket, "IPV6_V6ONLY"):
                 # so that [::]:5060 and 0.0.0.0:5060 can both be configured
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if self._reuse_port:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if kind == socket.SOCK_STREAM:
                 if os.name == "posix":
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
