@@ -12,14 +12,9 @@
 //   {"quit": true}
 'use strict';
 
-const net = require('net');
 const readline = require('readline');
 const { chromium } = require('playwright-core');
-
-function arg(name, fallback) {
-  const i = process.argv.indexOf('--' + name);
-  return i >= 0 ? process.argv[i + 1] : fallback;
-}
+const { arg, relay, say, errorText, CHROMIUM_ARGS } = require('./common');
 
 const port = Number(arg('port'));
 const unixPath = arg('unix');
@@ -27,33 +22,13 @@ const token = arg('token');
 const profile = arg('profile');
 const executablePath = arg('chromium', '/usr/bin/chromium');
 
-function say(data) { process.stdout.write(JSON.stringify(data) + '\n'); }
-
-function relay() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer((client) => {
-      const upstream = net.connect(unixPath);
-      client.pipe(upstream);
-      upstream.pipe(client);
-      const end = () => { client.destroy(); upstream.destroy(); };
-      client.on('error', end);
-      upstream.on('error', end);
-      client.on('close', end);
-      upstream.on('close', end);
-    });
-    server.on('error', reject);
-    server.listen(port, '127.0.0.1', () => resolve(server));
-  });
-}
-
 async function main() {
-  const server = await relay();
+  const server = await relay(port, unixPath);
   const context = await chromium.launchPersistentContext(profile, {
     executablePath,
     headless: true,
     viewport: { width: 1440, height: 1500 },
-    args: ['--no-sandbox', '--headless', '--disable-gpu', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: CHROMIUM_ARGS,
   });
   const page = await context.newPage();
   page.on('console', (m) => {
@@ -99,7 +74,7 @@ async function main() {
         break;
       }
     } catch (e) {
-      say({ step: 'error', error: String(e && e.stack ? e.stack : e) });
+      say({ step: 'error', error: errorText(e) });
     }
   }
   await context.close().catch(() => {});
@@ -107,6 +82,6 @@ async function main() {
 }
 
 main().then(() => process.exit(0), (e) => {
-  say({ step: 'error', error: String(e && e.stack ? e.stack : e) });
+  say({ step: 'error', error: errorText(e) });
   process.exit(1);
 });

@@ -12,13 +12,8 @@
 // confirmed on both sides, RTP flowed both ways and the hang-up ended it on both sides.
 'use strict';
 
-const net = require('net');
 const { chromium } = require('playwright-core');
-
-function arg(name, fallback) {
-  const i = process.argv.indexOf('--' + name);
-  return i >= 0 ? process.argv[i + 1] : fallback;
-}
+const { arg, relay, report, WEBRTC_ARGS } = require('./common');
 
 const port = Number(arg('port'));
 const unixPath = arg('unix');
@@ -29,28 +24,8 @@ const executablePath = arg('chromium', '/usr/bin/chromium');
 const deadlineMs = Number(arg('timeout', '90')) * 1000;
 const debug = process.argv.includes('--debug');
 
-const result = { ok: false, steps: [] };
-function step(text) {
-  result.steps.push(text);
-  process.stderr.write('call.js: ' + text + '\n');
-}
-
-function relay() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer((client) => {
-      const upstream = net.connect(unixPath);
-      client.pipe(upstream);
-      upstream.pipe(client);
-      const end = () => { client.destroy(); upstream.destroy(); };
-      client.on('error', end);
-      upstream.on('error', end);
-      client.on('close', end);
-      upstream.on('close', end);
-    });
-    server.on('error', reject);
-    server.listen(port, '127.0.0.1', () => resolve(server));
-  });
-}
+const result = {};
+const { step, run } = report('call.js', result, deadlineMs);
 
 // Runs in the page: one JsSIP UA, registered, that records what happens to its call.
 async function startPhone({ user, password, domain, wsUrl }) {
@@ -112,12 +87,7 @@ async function waitFor(page, expression, what, ms = 15000) {
 }
 
 async function main() {
-  const timer = setTimeout(() => {
-    result.error = 'timed out';
-    console.log(JSON.stringify(result));
-    process.exit(1);
-  }, deadlineMs);
-  const server = await relay();
+  const server = await relay(port, unixPath);
   step('relay listening on 127.0.0.1:' + port);
   const context = await chromium.launchPersistentContext(profile, {
     executablePath,
@@ -125,20 +95,7 @@ async function main() {
     // the page at / is the webphone, whose Content-Security-Policy forbids the inline
     // script this test injects (its own JsSIP bundle)
     bypassCSP: true,
-    args: [
-      '--no-sandbox',
-      '--headless',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--disable-features=WebRtcHideLocalIpsWithMdns',
-      '--use-fake-ui-for-media-stream',
-      '--use-fake-device-for-media-stream',
-      '--allow-loopback-in-peer-connection',
-    ],
+    args: WEBRTC_ARGS,
   });
   try {
     const origin = 'http://127.0.0.1:' + port + '/';
@@ -196,19 +153,10 @@ async function main() {
       }));
     }
     result.ok = true;
-  } catch (e) {
-    result.error = String(e && e.stack ? e.stack : e);
   } finally {
     await context.close().catch(() => {});
     server.close();
-    clearTimeout(timer);
   }
-  console.log(JSON.stringify(result));
-  process.exit(result.ok ? 0 : 1);
 }
 
-main().catch((e) => {
-  result.error = String(e && e.stack ? e.stack : e);
-  console.log(JSON.stringify(result));
-  process.exit(1);
-});
+run(main);

@@ -3,52 +3,30 @@ the token, shows a registration SIPp makes, draws the ladder of a SIPp call with
 per message, and reconnects by itself when the server restarts. A screenshot is left in tests/browser/artifacts/ (git-ignored).
 
 Chromium runs inside ``unshare --net`` and reaches the admin port through a Unix-socket
-relay, as in test_webphone.py.
+relay (tests/browser/driver.py).
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import threading
 import time
 from pathlib import Path
 from queue import Empty, Queue
 
-import pytest
-
-from tests.browser.test_webphone import CHROMIUM, ROOT, UnixRelay
+from tests.browser.driver import ARTIFACTS, ROOT, UnixRelay, in_namespace, requirements
 from tests.integration.harness import Server, free_port
 from tests.integration.sipclient import DOMAIN, register
 from tests.integration.test_admin import TOKEN, Admin, sipp_call, wait_http
-
-HERE = Path(__file__).resolve().parent
-ARTIFACTS = HERE / "artifacts"
-
-
-def _requirements() -> None:
-    missing = []
-    if not os.path.exists(CHROMIUM):
-        missing.append("chromium (apt-get install chromium)")
-    if shutil.which("node") is None:
-        missing.append("node")
-    if not (ROOT / "node_modules" / "playwright-core").exists():
-        missing.append("node_modules (npm ci)")
-    if shutil.which("unshare") is None:
-        missing.append("unshare (util-linux)")
-    if missing:
-        pytest.fail("browser test needs: %s; ./run.sh test installs them" % ", ".join(missing))
 
 
 class Browser:
     """admin.js in its own network namespace, spoken to in JSON lines."""
 
     def __init__(self, port: int, relay: UnixRelay, profile: Path) -> None:
-        script = ("ip link set lo up && exec node %s --port %d --unix %s --token %s --profile %s"
-                  % (HERE / "admin.js", port, relay.path, TOKEN, profile))
         self.proc = subprocess.Popen(
-            ["unshare", "--net", "--", "sh", "-c", script], cwd=str(ROOT),
+            in_namespace("admin.js", "--port", port, "--unix", relay.path, "--token", TOKEN,
+                         "--profile", profile), cwd=str(ROOT),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.lines: "Queue[dict]" = Queue()
         self.stderr = b""
@@ -90,7 +68,7 @@ class Browser:
 
 
 def test_admin_page_shows_a_registration_and_draws_a_call_ladder(tmp_path):
-    _requirements()
+    requirements(bundle=False)
     admin_port = free_port()
     server = Server(tmp_path / "server", listen={"admin": ["127.0.0.1:%d" % admin_port]},
                     admin={"token": TOKEN})

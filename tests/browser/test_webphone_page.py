@@ -4,27 +4,22 @@ audio both ways, hang-up, history, a text message, a ``?call=`` link, the kiosk,
 over HTTPS signing in over WSS.
 
 Screenshots land in tests/browser/artifacts/ (git-ignored) for a person to look at.
-Chromium runs in a network namespace of its own; see test_webphone.py.
+Chromium runs in a network namespace of its own; see tests/browser/driver.py.
 """
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-from pathlib import Path
 
-from tests.browser.test_webphone import ROOT, UnixRelay, _requirements
+from tests.browser.driver import ARTIFACTS, ROOT, UnixRelay, requirements, run_script
 from tests.integration.harness import Server, free_port
 
-HERE = Path(__file__).resolve().parent
-ARTIFACTS = HERE / "artifacts"
 WEBPHONE_BUNDLE = ROOT / "reticulum" / "webphone" / "static" / "jssip.min.js"
 
 USERS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret", "door": "door-secret"}
 
 
 def test_the_webphone_page_calls_messages_links_and_kiosk(tmp_path):
-    _requirements()
+    requirements()
     assert WEBPHONE_BUNDLE.exists(), "the webphone bundle is missing: sh reticulum/webphone/build.sh"
     ARTIFACTS.mkdir(exist_ok=True)
     ws_port, wss_port = free_port(), free_port()
@@ -34,24 +29,10 @@ def test_the_webphone_page_calls_messages_links_and_kiosk(tmp_path):
     relay = UnixRelay(tmp_path / "relay.sock", ws_port)
     wss_relay = UnixRelay(tmp_path / "relay-wss.sock", wss_port)
     try:
-        script = ("ip link set lo up && exec node %s --port %d --unix %s --wss-port %d --wss-unix %s"
-                  " --shots %s --timeout 150%s") % (
-            HERE / "webphone_page.js", ws_port, relay.path, wss_port, wss_relay.path, ARTIFACTS,
-            " --debug" if os.environ.get("RETICULUM_BROWSER_DEBUG") else "",
-        )
-        proc = subprocess.run(
-            ["unshare", "--net", "--", "sh", "-c", script],
-            cwd=str(ROOT), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            timeout=170,
-        )
-        out = proc.stdout.decode(errors="replace").strip().splitlines()
-        result = json.loads(out[-1]) if out else {}
-        detail = "exit %s\nstdout: %s\nstderr: %s\nserver log:\n%s" % (
-            proc.returncode,
-            proc.stdout.decode(errors="replace")[-4000:],
-            proc.stderr.decode(errors="replace")[-5000:],
-            server.read_log()[-8000:],
-        )
+        proc, result, detail = run_script(
+            server, 170, "webphone_page.js", "--port", ws_port, "--unix", relay.path,
+            "--wss-port", wss_port, "--wss-unix", wss_relay.path, "--shots", ARTIFACTS,
+            "--timeout", 150, stdout_tail=4000)
         print(json.dumps(result, indent=1))
         assert proc.returncode == 0 and result.get("ok"), detail
         assert result["page_errors"] == [], detail

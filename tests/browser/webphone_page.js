@@ -16,14 +16,9 @@
 // Prints one JSON line {"ok": bool, "steps": [...], ...}.
 'use strict';
 
-const net = require('net');
 const path = require('path');
 const { chromium } = require('playwright-core');
-
-function arg(name, fallback) {
-  const i = process.argv.indexOf('--' + name);
-  return i >= 0 ? process.argv[i + 1] : fallback;
-}
+const { arg, relay, report, WEBRTC_ARGS } = require('./common');
 
 const port = Number(arg('port'));
 const unixPath = arg('unix');
@@ -35,28 +30,8 @@ const executablePath = arg('chromium', '/usr/bin/chromium');
 const deadlineMs = Number(arg('timeout', '150')) * 1000;
 const debug = process.argv.includes('--debug');
 
-const result = { ok: false, steps: [], page_errors: [] };
-function step(text) {
-  result.steps.push(text);
-  process.stderr.write('webphone_page.js: ' + text + '\n');
-}
-
-function relay(port, unixPath) {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer((client) => {
-      const upstream = net.connect(unixPath);
-      client.pipe(upstream);
-      upstream.pipe(client);
-      const end = () => { client.destroy(); upstream.destroy(); };
-      client.on('error', end);
-      upstream.on('error', end);
-      client.on('close', end);
-      upstream.on('close', end);
-    });
-    server.on('error', reject);
-    server.listen(port, '127.0.0.1', () => resolve(server));
-  });
-}
+const result = { page_errors: [] };
+const { step, run } = report('webphone_page.js', result, deadlineMs);
 
 const PHONE = { width: 400, height: 760 };
 
@@ -122,31 +97,13 @@ async function shot(page, name) {
 }
 
 async function main() {
-  const timer = setTimeout(() => {
-    result.error = 'timed out';
-    console.log(JSON.stringify(result));
-    process.exit(1);
-  }, deadlineMs);
   const server = await relay(port, unixPath);
   const wssServer = wssPort ? await relay(wssPort, wssUnixPath) : null;
   step('relay listening on 127.0.0.1:' + port + (wssPort ? ' and ' + wssPort : ''));
   const browser = await chromium.launch({
     executablePath,
     headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--disable-features=WebRtcHideLocalIpsWithMdns',
-      '--use-fake-ui-for-media-stream',
-      '--use-fake-device-for-media-stream',
-      '--allow-loopback-in-peer-connection',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
+    args: WEBRTC_ARGS.concat(['--autoplay-policy=no-user-gesture-required']),
   });
   try {
     const origin = 'http://127.0.0.1:' + port + '/';
@@ -276,20 +233,11 @@ async function main() {
       'sip:home@reticulum.local', 'home', 'web+reticulum:home%40reticulum.local',
     ].map((t) => window.webphone.targetUri(t)));
     result.ok = true;
-  } catch (e) {
-    result.error = String(e && e.stack ? e.stack : e);
   } finally {
     await browser.close().catch(() => {});
     server.close();
     if (wssServer) wssServer.close();
-    clearTimeout(timer);
   }
-  console.log(JSON.stringify(result));
-  process.exit(result.ok ? 0 : 1);
 }
 
-main().catch((e) => {
-  result.error = String(e && e.stack ? e.stack : e);
-  console.log(JSON.stringify(result));
-  process.exit(1);
-});
+run(main);

@@ -48,29 +48,14 @@ def test_the_admin_token_guards_every_path_and_never_reaches_the_log(start_serve
 # -- DNS for strangers ------------------------------------------------------------------------
 
 
-class Nameserver:
+class Nameserver(Peer):
     """A UDP socket standing for the configured nameserver: it only counts what is asked."""
 
     def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
+        super().__init__()
+        self.port = self.address[1]
 
-    def queries(self, seconds: float) -> list:
-        got = []
-        deadline = time.monotonic() + seconds
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return got
-            self.sock.settimeout(left)
-            try:
-                got.append(self.sock.recv(4096))
-            except socket.timeout:
-                return got
-
-    def close(self) -> None:
-        self.sock.close()
+    queries = Peer.collect
 
 
 def test_a_stranger_makes_the_server_look_up_nothing(start_server, attacker):  # noqa: F811
@@ -113,15 +98,21 @@ def test_a_stranger_makes_the_server_look_up_nothing(start_server, attacker):  #
 # -- a route token on another Call-ID ---------------------------------------------------------
 
 
-def test_a_route_token_on_another_call_id_grants_nothing(start_server, foreign, attacker):  # noqa: F811
-    server = start_server()
+def _stranger_calls_bob(server, attacker):
+    """bob registers from a UDP peer of his own and the attacker calls him; returns bob's
+    peer, the Call-ID and the INVITE as the server forwarded it to bob."""
     callee = Peer()
     register(server, callee, "bob", ["<sip:bob@127.0.0.1:%d>" % callee.address[1]])
-    # the attacker calls bob (strangers may) and learns the Record-Route of that dialog
     call_id = uuid.uuid4().hex
     attacker.send(invite("sip:bob@" + DOMAIN, attacker.address, call_id=call_id,
                          headers=["Contact: <sip:carol@%s:%d>" % attacker.address]), server)
-    forwarded = callee.recv()
+    return callee, call_id, callee.recv()
+
+
+def test_a_route_token_on_another_call_id_grants_nothing(start_server, foreign, attacker):  # noqa: F811
+    server = start_server()
+    # the attacker calls bob (strangers may) and learns the Record-Route of that dialog
+    callee, _, forwarded = _stranger_calls_bob(server, attacker)
     record_route = _header(forwarded, "Record-Route")
     assert "rtok=" in record_route
     # the token on another Call-ID, to a foreign host, over UDP and TCP
@@ -187,12 +178,7 @@ def test_a_stranger_in_a_dialog_cannot_relay_to_a_third_host(start_server, forei
     send). With the token of that Call-ID the stranger must still reach only bob, not any
     host it names."""
     server = start_server()
-    callee = Peer()
-    register(server, callee, "bob", ["<sip:bob@127.0.0.1:%d>" % callee.address[1]])
-    call_id = uuid.uuid4().hex
-    attacker.send(invite("sip:bob@" + DOMAIN, attacker.address, call_id=call_id,
-                         headers=["Contact: <sip:carol@%s:%d>" % attacker.address]), server)
-    forwarded = callee.recv()
+    callee, call_id, forwarded = _stranger_calls_bob(server, attacker)
     ringing = "\r\n".join(
         ["SIP/2.0 180 Ringing"]
         + ["%s: %s" % (name, _header(forwarded, name)) for name in ("Via", "From", "Call-ID",

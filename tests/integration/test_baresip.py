@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.harness import start_sipp
-from tests.integration.sipclient import DOMAIN
-from tests.integration.test_tls import Baresip, phones  # noqa: F401 (fixture)
+from tests.integration.baresip import Baresip, called_by_sipp, phones  # noqa: F401 (fixture)
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -18,13 +16,7 @@ def test_baresip_registers_with_the_defaults_and_is_called(start_server, tmp_pat
     alice = Baresip(tmp_path / "alice", server, "alice", transport=transport)
     phones.append(alice)
     alice.registered()
-    uac = start_sipp("uac", server.address, "-s", "alice", "-key", "domain", DOMAIN,
-                     "-key", "caller", "carol@example.org", "-d", "500",
-                     cwd=tmp_path, timeout=30, name="uac-carol")
-    alice.wait("CALL_ESTABLISHED", 15)
-    alice.wait("CALL_CLOSED", 15)  # SIPp hung up
-    result = uac.wait()
-    assert result.ok, result.describe()
+    called_by_sipp(server, tmp_path, alice)
     lines = server.read_log().splitlines()
     assert any("<- REGISTER" in l and "from %s" % transport in l for l in lines)
     assert any("-> INVITE" in l and "to %s" % transport in l for l in lines)
