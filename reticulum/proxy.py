@@ -119,6 +119,7 @@ class Proxy:
         self.location = core.location
         self.dialogs = core.dialogs
         self.contexts: dict = {}
+        self._rebound: dict = {}  # (Call-ID, Contact, Record-Route) -> the rewritten entries
         self._branch_ids = itertools.count(1)
         self._branch_salt = os.urandom(4).hex()
         self.registrar = None
@@ -663,20 +664,32 @@ class Proxy:
         values = response.get_all("Record-Route")
         if not values or not any(TOKEN_PARAM in value for value in values):
             return response
+        # a call's 18x, 2xx and their retransmissions carry the same entries: rewrite once
+        key = (response.call_id, response.get("Contact"), tuple(values))
+        rebound = self._rebound.get(key)
+        if rebound is None:
+            rebound = self._rebind(response, values)
+            if len(self._rebound) >= 4096:
+                self._rebound.clear()
+            self._rebound[key] = rebound
+        response.set("Record-Route", rebound)
+        return response
+
+    def _rebind(self, response: Response, values) -> str:
         contacts = response.contacts
         beyond = contacts[0].uri if contacts and not contacts[0].star else None
         call_id = response.call_id
-        routes = []
-        for route in response.record_routes:
+        out = []
+        for value, route in zip(values, response.record_routes):
             uri = route.uri
-            if TOKEN_PARAM in uri.params and self.core.is_us(uri):
-                route = route.copy()
-                route.uri.params[TOKEN_PARAM] = self.tokens.token(call_id, hop_key(beyond))
+            old = uri.params.get(TOKEN_PARAM)
+            if old and self.core.is_us(uri):
+                new = self.tokens.token(call_id, hop_key(beyond))
+                value = value.replace("%s=%s" % (TOKEN_PARAM, old), "%s=%s" % (TOKEN_PARAM, new))
             else:
                 beyond = uri
-            routes.append(route)
-        response.set("Record-Route", ", ".join(str(route) for route in routes))
-        return response
+            out.append(value)
+        return ", ".join(out)
 
     def handle_response(self, response: Response, flow) -> None:
         if self.transactions.handle_response(response):
