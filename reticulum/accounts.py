@@ -107,6 +107,10 @@ class AccountStore:
         self._state: Tuple[Hashes, FrozenSet[str]] = ({}, frozenset())
         self._db: sqlite3.Connection | None = None
         self._write_lock = threading.Lock()
+        # this process's own changes install under this lock and count in _changes, so the
+        # watcher never installs a table it read before one of them (it reads again instead)
+        self._install_lock = threading.Lock()
+        self._changes = 0
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -198,9 +202,7 @@ class AccountStore:
                 with contextlib.suppress(sqlite3.Error):
                     _run(db, "ROLLBACK")
                 raise
-        hashes = {k: v for k, v in self._state[0].items() if k[0] != name}
-        hashes.update(wanted)
-        self._install(hashes)
+        self._install_own(name, wanted)
 
     def remove(self, name: str) -> bool:
         """Forget a user; False when there was nothing to remove."""
@@ -209,12 +211,13 @@ class AccountStore:
             cursor = db.execute("DELETE FROM accounts WHERE name = ?", (name,))
             removed = cursor.rowcount
             cursor.close()
-        self._install({k: v for k, v in self._state[0].items() if k[0] != name})
+        self._install_own(name, {})
         return removed > 0
 
     def reload(self) -> None:
         """Load the table again now (the watcher does this by itself)."""
-        self._install(self._load(self._require_db()))
+        while not self._install_loaded(self._require_db()):
+            pass
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -225,6 +228,25 @@ class AccountStore:
 
     def _install(self, hashes: Hashes) -> None:
         self._state = (hashes, frozenset(name for name, _, _ in hashes))
+
+    def _install_own(self, name: str, wanted: Hashes) -> None:
+        """After this process committed a change to `name`: its rows become `wanted`."""
+        with self._install_lock:
+            hashes = {k: v for k, v in self._state[0].items() if k[0] != name}
+            hashes.update(wanted)
+            self._changes += 1
+            self._install(hashes)
+
+    def _install_loaded(self, db: sqlite3.Connection) -> bool:
+        """Load the table and install it, unless this process changed an account meanwhile
+        (the table read may predate that change): then False, and the caller reads again."""
+        mark = self._changes
+        hashes = self._load(db)
+        with self._install_lock:
+            if self._changes != mark:
+                return False
+            self._install(hashes)
+            return True
 
     def _load(self, db: sqlite3.Connection) -> Hashes:
         with self._write_lock if db is self._db else contextlib.nullcontext():
@@ -241,12 +263,14 @@ class AccountStore:
                     db = self._connect()
                     version = _run(db, "PRAGMA data_version")[0][0]
                     # Anything committed between start() and now:
-                    self._install(self._load(db))
+                    if not self._install_loaded(db):
+                        version = None  # read again at the next poll
                     continue
                 now = _run(db, "PRAGMA data_version")[0][0]
                 if now != version:
                     version = now
-                    self._install(self._load(db))
+                    if not self._install_loaded(db):
+                        version = None
             except sqlite3.Error as e:
                 self.log.warn("Account store: cannot read {path}: {error}",
                               path=self.path, error=e)

@@ -218,3 +218,26 @@ def test_stop_is_prompt(path):
     started = time.monotonic()
     running.stop()
     assert time.monotonic() - started < 1.0
+
+
+def test_a_table_read_before_our_own_change_is_never_installed(store):
+    """The watcher's read can predate a change this process commits right after (the
+    `[users]` seeding at start, as the server begins to listen): installing that read would
+    forget the change, and a phone registering then would be refused as a wrong password."""
+    store.set_password("alice", "a")
+    watcher_db = store._connect()
+    real_load = store._load
+
+    def read_then_change(db):
+        hashes = real_load(db)  # alice only
+        store.set_password("bob", "b")  # committed and installed meanwhile
+        return hashes
+
+    store._load = read_then_change
+    try:
+        assert not store._install_loaded(watcher_db)  # stale: read again later
+    finally:
+        store._load = real_load
+    assert store.exists("alice") and store.exists("bob")
+    assert store._install_loaded(watcher_db) and store.names() == ["alice", "bob"]
+    watcher_db.close()
