@@ -78,7 +78,27 @@ def _base_algorithms(algorithms: Iterable[str]) -> tuple[str, ...]:
     return tuple(found)
 
 
-class AccountStore:
+class AccountLookups:
+    """What the authenticator asks an account store, answered from memory: `_state` is
+    (hashes by (name, realm, algorithm), names), replaced as a whole by the store."""
+
+    _state: Tuple[Hashes, FrozenSet[str]]
+
+    def ha1(self, name: str, realm: str, algorithm: str) -> str | None:
+        try:
+            algorithm = digest.base_algorithm(algorithm)
+        except ValueError:
+            return None
+        return self._state[0].get((name, realm, algorithm))
+
+    def exists(self, name: str) -> bool:
+        return name in self._state[1]
+
+    def names(self) -> list[str]:
+        return sorted(self._state[1])
+
+
+class AccountStore(AccountLookups):
     """HA1 hashes in memory, written through to SQLite, reloaded when the file changes."""
 
     def __init__(
@@ -156,21 +176,6 @@ class AccountStore:
             with self._write_lock:
                 self._db.close()
             self._db = None
-
-    # -- lookups (memory only) -----------------------------------------------------------------
-
-    def ha1(self, name: str, realm: str, algorithm: str) -> str | None:
-        try:
-            algorithm = digest.base_algorithm(algorithm)
-        except ValueError:
-            return None
-        return self._state[0].get((name, realm, algorithm))
-
-    def exists(self, name: str) -> bool:
-        return name in self._state[1]
-
-    def names(self) -> list[str]:
-        return sorted(self._state[1])
 
     # -- changes (write through) ---------------------------------------------------------------
 

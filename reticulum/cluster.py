@@ -40,6 +40,7 @@ from collections import deque
 from typing import Any, Callable, Dict, FrozenSet, Iterable, Tuple
 
 from reticulum import events
+from reticulum.accounts import AccountLookups
 from reticulum.location import Binding, MemoryLocation, _emit
 
 __all__ = ["Cluster", "RedisLocation", "RedisAccounts", "share_secret_files", "SECRET_FILES",
@@ -493,7 +494,7 @@ class RedisLocation(MemoryLocation):
 
 # -- accounts --------------------------------------------------------------------------------
 
-class RedisAccounts:
+class RedisAccounts(AccountLookups):
     """:class:`reticulum.accounts.AccountStore`'s interface over a Redis hash: lookups from
     memory, changes written through, reloaded when any node or the CLI says so."""
 
@@ -529,21 +530,6 @@ class RedisAccounts:
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
             watcher.join(timeout=5.0)
-
-    def ha1(self, name: str, realm: str, algorithm: str) -> str | None:
-        from reticulum.sip import digest
-
-        try:
-            algorithm = digest.base_algorithm(algorithm)
-        except ValueError:
-            return None
-        return self._state[0].get((name, realm, algorithm))
-
-    def exists(self, name: str) -> bool:
-        return name in self._state[1]
-
-    def names(self) -> list:
-        return sorted(self._state[1])
 
     def set_password(self, name: str, password: str) -> None:
         from reticulum.accounts import valid_name
