@@ -97,6 +97,9 @@ class AccountLookups:
     def names(self) -> list[str]:
         return sorted(self._state[1])
 
+    def _install(self, hashes: Hashes) -> None:
+        self._state = (hashes, frozenset(name for name, _, _ in hashes))
+
 
 class AccountStore(AccountLookups):
     """HA1 hashes in memory, written through to SQLite, reloaded when the file changes."""
@@ -230,9 +233,6 @@ class AccountStore(AccountLookups):
         if self._db is None:
             raise RuntimeError("AccountStore is not started")
         return self._db
-
-    def _install(self, hashes: Hashes) -> None:
-        self._state = (hashes, frozenset(name for name, _, _ in hashes))
 
     def _install_own(self, name: str, wanted: Hashes) -> None:
         """After this process committed a change to `name`: its rows become `wanted`."""

@@ -581,9 +581,6 @@ class RedisAccounts(AccountLookups):
             raise RuntimeError("RedisAccounts is not started")
         return self._redis
 
-    def _install(self, hashes) -> None:
-        self._state = (hashes, frozenset(name for name, _, _ in hashes))
-
     def _watch(self) -> None:
         errors = _redis_errors()
         pubsub = None
