@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from reticulum import events
+from reticulum.addresses import canonical_host
 from reticulum.sip import Response, format_auth, make_response, parse_auth, parse_uri
 from reticulum.sip import digest
 
@@ -119,12 +120,6 @@ def _read_secret(path: str) -> bytes:
     return secret
 
 
-def _canonical_host(host: str) -> str:
-    """Hosts compare without case and without a trailing dot (`RETICULUM.LOCAL.`)."""
-    host = host.lower()
-    return host[:-1] if host.endswith(".") else host
-
-
 @functools.lru_cache(maxsize=4096)
 def source_key(ip: str) -> str:
     """Who failures and nonces belong to: an IPv4 address, or the /64 of an IPv6 address."""
@@ -179,7 +174,7 @@ class Authenticator:
         self.accounts = accounts
         self.realms = list(realms)
         self._realm_set = frozenset(self.realms)
-        self._hosts = frozenset(_canonical_host(r) for r in self.realms)
+        self._hosts = frozenset(canonical_host(r) for r in self.realms)
         self.clock = clock
         self.secret = bytes(secret)
         self.algorithms: tuple[str, ...] = tuple(digest.normalize_algorithm(a) for a in algorithms)
@@ -287,7 +282,7 @@ class Authenticator:
         except Exception:
             host = None
         if host:
-            host = _canonical_host(host)
+            host = canonical_host(host)
             for realm in self.realms:
                 if realm.lower() == host:
                     return realm
@@ -313,7 +308,7 @@ class Authenticator:
         host = getattr(uri, "host", None)
         if not uri_user or not host:
             return False
-        return unquote(uri_user) == user and _canonical_host(host) in self._hosts
+        return unquote(uri_user) == user and canonical_host(host) in self._hosts
 
     # -- credentials ---------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ from typing import Any, Callable, Dict, FrozenSet, Iterable, Tuple
 
 from reticulum import events
 from reticulum.accounts import AccountLookups
+from reticulum.addresses import advertised_host, hostport
 from reticulum.location import Binding, MemoryLocation, _emit
 
 __all__ = ["Cluster", "RedisLocation", "RedisAccounts", "share_secret_files", "SECRET_FILES",
@@ -646,7 +647,7 @@ class Cluster:
         self.prefix = cluster.prefix
         self.address = address or cluster.address or _first_address(config)
         host, port, transport = self.address
-        self.own_path = "<sip:%s;lr%s>" % (_hostport(host, port),
+        self.own_path = "<sip:%s;lr%s>" % (hostport(host, port),
                                            "" if transport == "udp" else ";transport=" + transport)
         self.log = log if log is not None else _log
         self.location = RedisLocation(self.url, self.node, self.own_path, call_in_main,
@@ -689,8 +690,6 @@ class Cluster:
 
     def _my_addresses(self) -> list:
         """Every UDP address this node sends from (the others trust these)."""
-        from reticulum.core import advertised_host
-
         found = [[self.address[0], self.address[1]]] if self.address[2] == "udp" else []
         for host, port in self.config.listen.udp:
             entry = [advertised_host(host), port]
@@ -727,7 +726,7 @@ class Cluster:
                       % (name, removed or 0))
         if hosts != self.peer_addresses:
             _emit(self.log, "info", "cluster: peers %s" % (
-                ", ".join(_hostport(h, p) for h, p in sorted(hosts)) or "none"))
+                ", ".join(hostport(h, p) for h, p in sorted(hosts)) or "none"))
         self.peer_addresses = frozenset(hosts)
 
     def _heartbeat(self) -> None:
@@ -741,14 +740,8 @@ class Cluster:
                 _emit(self.log, "error", "cluster: heartbeat failed: %s" % (e,))
 
 
-def _hostport(host: str, port: int) -> str:
-    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
-
-
 def _first_address(config: Any) -> Tuple[str, int, str]:
     """Where the other nodes reach this one: the first UDP listening address."""
-    from reticulum.core import advertised_host
-
     for host, port in config.listen.udp:
         return advertised_host(host), port, "udp"
     raise ValueError("[cluster] needs a udp listening address")

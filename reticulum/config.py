@@ -44,12 +44,13 @@ __all__ = [
     "load_config",
     "config_from_dict",
     "parse_hostport",
-    "format_hostport",
 ]
 
 Address = Tuple[str, int]
 
 #: keys accepted under ``[listen]``; each one is a list of "host:port".
+#: the SQLite file in state_dir shared by the location service and the accounts
+DATABASE_FILE = "reticulum.sqlite3"
 LISTEN_TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss", "admin")
 
 #: digest algorithms accepted in ``[auth] algorithms`` (RFC 8760 names).
@@ -221,6 +222,11 @@ class Config:
         """The digest realm: the first domain."""
         return self.domains[0]
 
+    @property
+    def database(self) -> str:
+        """The SQLite file the embedded stores share (bindings, accounts)."""
+        return os.path.join(self.state_dir, DATABASE_FILE)
+
 
 # ---------------------------------------------------------------------------
 # loading
@@ -336,12 +342,6 @@ def parse_hostport(text: str) -> Address:
         raise ValueError("port %d is out of range 1-65535" % (port,))
     return str(ip), port
 
-
-def format_hostport(host: str, port: int) -> str:
-    """The inverse of parse_hostport: brackets around IPv6 hosts."""
-    if ":" in host:
-        return "[%s]:%d" % (host, port)
-    return "%s:%d" % (host, port)
 
 
 # ---------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def _load(config_path: str) -> Any:
 
 def admin_url(config: Any) -> str:
     """``http://host:port`` of the first ``[listen] admin`` address."""
-    from reticulum.config import format_hostport
+    from reticulum.addresses import hostport
 
     addresses = list(getattr(config.listen, "admin", None) or [])
     if not addresses:
@@ -61,7 +61,7 @@ def admin_url(config: Any) -> str:
         )
     host, port = addresses[0]
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    return "http://%s" % format_hostport(host, port)
+    return "http://%s" % hostport(host, port)
 
 
 def admin_token(config: Any) -> Tuple[Optional[str], str]:
@@ -162,9 +162,9 @@ def duration(seconds: Any) -> str:
 def _address(value: Any) -> str:
     """A flow end as ``host:port`` whether it came as a string or a [host, port] pair."""
     if isinstance(value, (list, tuple)) and len(value) == 2:
-        from reticulum.config import format_hostport
+        from reticulum.addresses import hostport
 
-        return format_hostport(str(value[0]), int(value[1]))
+        return hostport(str(value[0]), int(value[1]))
     return "-" if value is None else str(value)
 
 

@@ -7,51 +7,22 @@ and every timer goes through the injected clock.
 """
 from __future__ import annotations
 
-import functools
 import os
-import socket
 
 from twisted.logger import Logger
 
 from reticulum import events
 from reticulum.dialog import DialogTracker
-from reticulum.dns import RELIABLE, NoLookup, Resolver, Target, is_ip
+from reticulum.addresses import DEFAULT_SIP_PORT, RELIABLE, LocalAddresses, Target, hostport, is_ip
+from reticulum.dns import NoLookup, Resolver
 from reticulum.proxy import Proxy
 from reticulum.sip import ParseError, Request, Response, make_response, parse
 from reticulum.transaction import Timers, TransactionLayer
 
 SWEEP_INTERVAL = 30.0
-DEFAULT_SIP_PORT = 5060
 #: the largest UDP payload over IPv4 (65,535 less the IP and UDP headers); IPv6 allows 20 more
 MAX_UDP_PAYLOAD = 65507
 MAX_UDP6_PAYLOAD = 65527
-
-
-@functools.lru_cache(maxsize=64)
-def advertised_host(host: str) -> str:
-    """The address we write into Via and Record-Route for a listening address.
-
-    A wildcard bind has no address of its own; we take the one the host would use for
-    outgoing traffic (a UDP connect() sends nothing)."""
-    if host not in ("0.0.0.0", "::", ""):
-        return host
-    family = socket.AF_INET6 if host == "::" else socket.AF_INET
-    probe = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as s:
-            s.connect((probe, 9))
-            return s.getsockname()[0]
-    except OSError:
-        return "::1" if family == socket.AF_INET6 else "127.0.0.1"
-
-
-def canonical_host(host: str) -> str:
-    """A host as compared: lower case, no brackets, no trailing dot (`RETICULUM.LOCAL.` is
-    `reticulum.local`)."""
-    host = host.lower()
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host[:-1] if host.endswith(".") else host
 
 
 class Core:
@@ -80,26 +51,19 @@ class Core:
         # DNS: `lookup` asks (the service's thread pool), the resolver decides (RFC 3263)
         self.resolver = resolver if resolver is not None else \
             self.make_resolver(lookup if lookup is not None else NoLookup())
+        self.addresses = LocalAddresses(transports.listening, config.domains, self.public_name)
         self.proxy = Proxy(self)
         self._sweeper = None
-        self._local_addresses: set[tuple[str, int]] | None = None
-        # canonical name (lower case, no trailing dot) -> the domain as configured
-        self._domains = {canonical_host(d): d for d in config.domains}
-        self._is_local: dict = {}  # (host, port, transport) -> is_local_address()
-        self._points: dict = {}  # (transport, IPv6?) -> listening_point()
         self._udp_flows: dict = {}  # (host, port) -> the UDP flow send_to chose for it
 
     # -- stores --------------------------------------------------------------------------------
-
-    def _database_path(self) -> str:
-        return os.path.join(self.config.state_dir, "reticulum.sqlite3")
 
     def _make_location(self):
         from reticulum.location import MemoryLocation, SqliteLocation
 
         if self.config.registrar.store == "memory":
             return MemoryLocation()
-        return SqliteLocation(self._database_path(), clock=self.clock)
+        return SqliteLocation(self.config.database, clock=self.clock)
 
     def make_resolver(self, lookup):
         """RFC 3263 over `lookup` (DNS), for the transports and address families we send on."""
@@ -113,7 +77,7 @@ class Core:
     def _make_accounts(self):
         from reticulum.accounts import AccountStore
 
-        return AccountStore(self._database_path(), realms=list(self.config.domains))
+        return AccountStore(self.config.database, realms=list(self.config.domains))
 
     def start(self) -> None:
         """Load the stores (start-up, before anything listens) and seed `[users]`."""
@@ -137,117 +101,6 @@ class Core:
         if removed:
             self.log.info("Removed {count} expired bindings", count=removed)
         self._sweeper = self.clock.callLater(SWEEP_INTERVAL, self._sweep)
-
-    # -- addresses -----------------------------------------------------------------------------
-
-    def local_addresses(self) -> set[tuple[str, int]]:
-        """Every (host, port) this server answers on, advertised names included."""
-        if self._local_addresses is None:
-            found = set()
-            for point in self.transports.listening:
-                found.add((point.host, point.port))
-                found.add((advertised_host(point.host), point.port))
-                if self.public_name:
-                    found.add((self.public_name, point.port))
-            self._local_addresses = found
-        return self._local_addresses
-
-    def is_local_domain(self, host: str | None) -> bool:
-        """Is `host` one of the domains served here (case and a trailing dot ignored)?"""
-        if host in self._domains:
-            return True
-        return bool(host) and canonical_host(host) in self._domains
-
-    def local_domain(self, uri) -> str | None:
-        """The served domain `uri` names, or None. Our own listening addresses (with or
-        without the port) are aliases of the first domain, as Kamailio's `myself` is:
-        `alice@192.0.2.10:5060` is `alice@<first domain>`."""
-        host = uri.host
-        if not host:
-            return None
-        domain = self._domains.get(host)  # a parsed URI's host is lower case already
-        if domain is None and host[-1] == ".":
-            domain = self._domains.get(host[:-1])
-        if domain is not None:
-            return domain
-        if self.is_local_address(host, uri.port, uri.params.get("transport")):
-            return self.config.domains[0]
-        return None
-
-    def is_local_address(self, host: str, port: int | None, transport: str | None = None) -> bool:
-        """Does host[:port] name this server (one of its listening addresses)? Without a
-        port, any of our ports on that host counts."""
-        key = (host, port, transport)
-        known = self._is_local.get(key)
-        if known is None:
-            known = self._find_local_address(host, port, transport)
-            if len(self._is_local) < 4096:  # hosts come from the wire: keep it bounded
-                self._is_local[key] = known
-        return known
-
-    def _find_local_address(self, host: str, port: int | None, transport: str | None) -> bool:
-        host = canonical_host(host)
-        if host == "localhost":
-            host = "127.0.0.1"
-        addresses = self.local_addresses()
-        if port is None:
-            if any(h == host for h, _ in addresses):
-                return True
-            wildcard = any(h in ("0.0.0.0", "::") for h, _ in addresses)
-            return wildcard and host in self._host_addresses()
-        if (host, port) in addresses:
-            return True
-        # A wildcard bind answers on every address of the host.
-        wildcard = any(h in ("0.0.0.0", "::") and p == port for h, p in addresses)
-        return wildcard and host in self._host_addresses()
-
-    def _host_addresses(self) -> set[str]:
-        found = {"127.0.0.1", "::1"}
-        for point in self.transports.listening:
-            found.add(advertised_host(point.host))
-        return found
-
-    def is_us(self, uri) -> bool:
-        """Is this URI the server itself (a served domain or one of our addresses)?"""
-        return self.local_domain(uri) is not None
-
-    def listening_point(self, transport: str, family_host: str | None = None, local=None):
-        """Our listening point for sending over `transport`, as we name it to peers (its host
-        is `[server] public_name` when set): the one a flow's `local` address is, else one of
-        the peer's address family. Several addresses may listen for one transport."""
-        key = (transport, local) if local is not None else \
-            (transport, family_host is not None and ":" in family_host)
-        try:
-            return self._points[key]
-        except KeyError:
-            pass
-        point = None
-        if local is not None:
-            for candidate in self.transports.listening:
-                if candidate.transport == transport and \
-                        (candidate.host, candidate.port) == tuple(local):
-                    point = candidate
-                    break
-        if point is None and local is not None:
-            point = self.listening_point(transport, family_host)  # named already
-        else:
-            if point is None:
-                point = self._find_listening_point(transport, key[1])
-            if point is not None and self.public_name:
-                point = type(point)(point.transport, self.public_name, point.port)
-        if len(self._points) < 256:
-            self._points[key] = point
-        return point
-
-    def _find_listening_point(self, transport: str, v6: bool):
-        fallback = None
-        for point in self.transports.listening:
-            if point.transport != transport:
-                continue
-            if (":" in point.host) == v6:
-                return point
-            fallback = fallback or point
-        return fallback
 
     # -- receiving -----------------------------------------------------------------------------
 
@@ -373,8 +226,7 @@ class Core:
         """Serialize and send to a flow or a Target; False when it could not leave."""
         data = message.to_bytes()
         if len(data) > MAX_UDP_PAYLOAD and dest.transport == "udp":
-            limit = MAX_UDP6_PAYLOAD if ":" in (
-                dest.host if isinstance(dest, Target) else dest.remote[0]) else MAX_UDP_PAYLOAD
+            limit = MAX_UDP6_PAYLOAD if ":" in dest.host else MAX_UDP_PAYLOAD
             if len(data) > limit:
                 return self._too_large_for_udp(message, len(data), dest)
         if isinstance(dest, Target):
@@ -422,7 +274,7 @@ class Core:
         by a 513 with the same Via, From, To, Call-ID and CSeq, so the client hears something.
         Nothing switches to TCP on its own: the Via names UDP, and a phone that reached us over
         UDP (behind NAT, say) may take no connection; large messages need a TCP registration."""
-        peer = _peer((dest.host, dest.port) if isinstance(dest, Target) else dest.remote)
+        peer = hostport(dest.host, dest.port)
         self.log.warn("{what} {call_id} to udp {peer} is {size} bytes, too large for UDP",
                       what=_describe(message), call_id=message.get("Call-ID"), peer=peer,
                       size=size)
@@ -442,7 +294,7 @@ class Core:
         if self.log_messages:
             self.log.info("<- {what} {call_id} from {transport} {peer}{full}",
                           what=_describe(message), call_id=message.get("Call-ID"),
-                          transport=flow.transport, peer=_peer(flow.remote),
+                          transport=flow.transport, peer=hostport(*flow.remote),
                           full=_full_text(message) if self.log_full else "")
 
     def _log_out(self, message, flow) -> None:
@@ -451,7 +303,7 @@ class Core:
         if self.log_messages and flow is not None:
             self.log.info("-> {what} {call_id} to {transport} {peer}{full}",
                           what=_describe(message), call_id=message.get("Call-ID"),
-                          transport=flow.transport, peer=_peer(flow.remote),
+                          transport=flow.transport, peer=hostport(*flow.remote),
                           full=_full_text(message) if self.log_full else "")
 
 
@@ -467,7 +319,3 @@ def _full_text(message) -> str:
     text = message.to_bytes().decode("utf-8", "replace").rstrip("\r\n")
     return "\n    " + text.replace("\r\n", "\n    ")
 
-
-def _peer(address) -> str:
-    host, port = address[0], address[1]
-    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)

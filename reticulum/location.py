@@ -37,19 +37,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
 from reticulum import events
+from reticulum.config import DATABASE_FILE
 
 if TYPE_CHECKING:  # pragma: no cover
-    from reticulum.transport.base import Flow
+    from reticulum.addresses import Flow
 
 __all__ = [
     "Binding",
     "LocationStore",
     "MemoryLocation",
     "SqliteLocation",
-    "DB_FILENAME",
 ]
 
-DB_FILENAME = "reticulum.sqlite3"
 
 _CONNECTION_TRANSPORTS = frozenset({"tcp", "tls", "ws", "wss"})
 
@@ -506,7 +505,7 @@ class SqliteLocation(MemoryLocation):
             self.state_dir = os.path.dirname(where) or "."
         else:
             self.state_dir = where
-            self.path = os.path.join(where, DB_FILENAME)
+            self.path = os.path.join(where, DATABASE_FILE)
         self._clock = clock if clock is not None else _SystemClock()
         self.batch_interval = float(batch_interval)
         self.batch_size = max(1, int(batch_size))
@@ -617,7 +616,7 @@ class SqliteLocation(MemoryLocation):
             path_list = []
         flow = None
         if transport:
-            from reticulum.transport.base import Flow
+            from reticulum.addresses import Flow
 
             flow = Flow(
                 transport=transport,

@@ -16,14 +16,14 @@ import hashlib
 import hmac
 import itertools
 import os
-import random
 import zlib
 
 from twisted.logger import Logger
 
 from reticulum import events
-from reticulum.dns import FAILED, INSECURE, NOT_FOUND, Resolution, is_ip, uri_transport
-from reticulum.sip import Request, Response, make_response, parse_address, parse_uri
+from reticulum.addresses import advertised_host, hostport, is_ip
+from reticulum.dns import FAILED, INSECURE, NOT_FOUND, Resolution, uri_transport
+from reticulum.sip import MAGIC_COOKIE, new_tag, Request, Response, make_response, parse_address, parse_uri
 
 ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "MESSAGE", "INFO",
                    "UPDATE", "PRACK", "REFER", "SUBSCRIBE", "NOTIFY", "PUBLISH")
@@ -31,21 +31,12 @@ KNOWN_METHODS = frozenset(ALLOWED_METHODS)
 DIALOG_CREATING = frozenset(("INVITE", "SUBSCRIBE", "REFER"))
 SUPPORTED_OPTIONS = ("path", "outbound")
 ALLOW = ", ".join(ALLOWED_METHODS)
-MAGIC = "z9hG4bK"
 #: URI parameters that must match when URIs are compared (RFC 3261 §19.1.4)
 _URI_PARAMS_COMPARED = ("transport", "user", "ttl", "method", "maddr")
 #: RFC 5393: concurrent branches a request may fan out to in all, when it names no lower limit
 MAX_BREADTH = 60
 #: the Record-Route URI parameter that carries our route token
 TOKEN_PARAM = "rtok"
-
-
-_random = random.Random(os.urandom(16))
-
-
-def _tag() -> str:
-    """A To tag (§19.3: at least 32 random bits). Not a secret, so no system call per tag."""
-    return "%012x" % _random.getrandbits(48)
 
 
 def hop_key(uri) -> str:
@@ -126,6 +117,7 @@ class Proxy:
         self.auth = None
         self.tokens = None
         self.resolver = core.resolver
+        self.addresses = core.addresses
         outbound = getattr(getattr(self.config, "proxy", None), "outbound_proxy", None)
         self.outbound_proxy = parse_uri(outbound) if outbound else None
 
@@ -134,7 +126,6 @@ class Proxy:
         from reticulum.registrar import Registrar
 
         config = self.config
-        core = self.core
         # one secret, read in one place: nonces and route tokens are derived from it
         secret = load_or_create_secret(config.state_dir)
         self.tokens = RouteTokens(secret)
@@ -145,7 +136,7 @@ class Proxy:
             default_expires=config.registrar.default_expires,
             nat=config.registrar.nat,
             max_contacts=getattr(config.registrar, "max_contacts", 10),
-            domain_of=core.local_domain,
+            domain_of=self.addresses.local_domain,
             points_here=self._reaches_us,
         )
         if getattr(config.auth, "enabled", True):
@@ -191,7 +182,7 @@ class Proxy:
         port = uri.port
         if port is None:
             port = 5061 if uri.scheme == "sips" or uri.transport == "tls" else 5060
-        return self.core.is_local_address(uri.host or "", port, uri.transport)
+        return self.addresses.is_local_address(uri.host or "", port, uri.transport)
 
     @staticmethod
     def max_breadth(request: Request) -> int:
@@ -217,7 +208,6 @@ class Proxy:
 
     def _route(self, ctx: "ProxyContext") -> None:
         request = ctx.request
-        core = self.core
         uri = request.uri
         # §16.3 validation
         if uri.scheme not in ("sip", "sips"):
@@ -225,7 +215,7 @@ class Proxy:
             return
         max_forwards = request.max_forwards
         if max_forwards is not None and max_forwards <= 0:
-            if request.method == "OPTIONS" and not request.routes and core.is_us(uri) \
+            if request.method == "OPTIONS" and not request.routes and self.addresses.is_us(uri) \
                     and not uri.user:
                 ctx.answer_options()
             else:
@@ -243,7 +233,7 @@ class Proxy:
         ctx.dialog_token = self._preprocess_routes(request)
         uri = request.uri
         routes = request.routes
-        to_us = not routes and core.is_us(uri)
+        to_us = not routes and self.addresses.is_us(uri)
         if to_us and not uri.user or request.method == "REGISTER" and not routes:
             self._answer_locally(ctx, to_us)
             return
@@ -315,7 +305,7 @@ class Proxy:
         if cluster is not None and cluster.is_peer(ctx.flow) and self._next_hop_is_local(request):
             return True
         from_uri = request.from_.uri
-        from_domain = self.core.local_domain(from_uri)
+        from_domain = self.addresses.local_domain(from_uri)
         if from_domain is not None:
             result = self.auth.authenticate(
                 request, ctx.flow.remote[0], proxy=True,
@@ -345,12 +335,12 @@ class Proxy:
         if request.routes:
             return False  # the top Route left is someone else's hop
         uri = request.uri
-        return self.core.is_us(uri) or self._binding_for_contact(uri) is not None
+        return self.addresses.is_us(uri) or self._binding_for_contact(uri) is not None
 
     def _canonical(self, uri, domain: str | None = None):
         """`uri` with its host as the served domain it names (`alice@RETICULUM.LOCAL.` and
         `alice@<our address>` are `alice@reticulum.local`)."""
-        domain = domain or self.core.local_domain(uri)
+        domain = domain or self.addresses.local_domain(uri)
         if domain is None or uri.host == domain and uri.port is None:
             return uri
         return uri.copy(host=domain, port=None)
@@ -358,10 +348,9 @@ class Proxy:
     def _preprocess_routes(self, request: Request) -> bool:
         """§16.4: take our own entries off the Route set. True when one of them carried a
         valid token for this Call-ID (we record-routed this dialog)."""
-        core = self.core
         given = []  # the tokens on our entries, checked with one MAC at the end
         uri = request.uri
-        if "lr" in uri.params and request.routes and core.is_us(uri):
+        if "lr" in uri.params and request.routes and self.addresses.is_us(uri):
             # A strict router put our Record-Route URI in the Request-URI (§16.4).
             given.append(uri.params.get(TOKEN_PARAM))
             routes = request.get_all("Route")
@@ -370,7 +359,7 @@ class Proxy:
                 else request.remove("Route")
         # RFC 5658 double Record-Route puts two of ours on top; take off every one of ours
         routes = request.routes
-        while routes and core.is_us(routes[0].uri):
+        while routes and self.addresses.is_us(routes[0].uri):
             given.append(routes[0].uri.params.get(TOKEN_PARAM))
             request.remove_first("Route")
             routes = request.routes
@@ -387,10 +376,9 @@ class Proxy:
         """§16.5: one list of (uri, binding) per q-value group, tried in order."""
         request = ctx.request
         uri = request.uri
-        core = self.core
         if routes:
             return [[(uri, None)]]
-        domain = core.local_domain(uri)
+        domain = self.addresses.local_domain(uri)
         if domain is not None:
             aor = self._canonical(uri, domain).aor()
             bindings = self.location.lookup(aor, self.clock.seconds())
@@ -439,10 +427,10 @@ class Proxy:
             return False  # only the sender's own Via: it cannot have passed through us
         marker = None
         for via in vias:
-            if not self.core.is_local_address(via.host, via.port):
+            if not self.addresses.is_local_address(via.host, via.port):
                 continue
             if marker is None:
-                marker = MAGIC + self.loop_hash(request)
+                marker = MAGIC_COOKIE + self.loop_hash(request)
             if (via.branch or "").startswith(marker):
                 return True
         return False
@@ -462,7 +450,7 @@ class Proxy:
         return "%010x" % (hash(parts) & 0xFFFFFFFFFF)
 
     def new_branch(self, request: Request) -> str:
-        return "%s%s.%s%d" % (MAGIC, self.loop_hash(request), self._branch_salt,
+        return "%s%s.%s%d" % (MAGIC_COOKIE, self.loop_hash(request), self._branch_salt,
                               next(self._branch_ids))
 
     # -- forwarding ------------------------------------------------------------------------
@@ -499,7 +487,7 @@ class Proxy:
         served here (nor in `[dns.static]`) goes to that proxy instead."""
         outbound = self.outbound_proxy
         if outbound is not None and binding is None and not is_ip(uri.host) \
-                and uri.host not in self.resolver.static and not self.core.is_us(uri):
+                and uri.host not in self.resolver.static and not self.addresses.is_us(uri):
             uri = outbound
         return self.resolver.locate(uri, secure)
 
@@ -537,16 +525,16 @@ class Proxy:
         transport = dest.transport
         remote = getattr(dest, "remote", None)
         if remote is not None:
-            outbound = self.core.listening_point(transport, remote[0], dest.local)
+            outbound = self.addresses.listening_point(transport, remote[0], dest.local)
         else:
-            outbound = self.core.listening_point(transport, dest.host)
+            outbound = self.addresses.listening_point(transport, dest.host)
         if outbound is None:
             return None, None
         if keep:
             out = out.copy()
         if request.method in DIALOG_CREATING and request.to.tag is None:
             flow = ctx.flow
-            inbound = self.core.listening_point(flow.transport, flow.remote[0], flow.local)
+            inbound = self.addresses.listening_point(flow.transport, flow.remote[0], flow.local)
             self._record_route(out, outbound, inbound, ctx.route_token(),
                                request.uri.scheme == "sips")
         branch = self.new_branch(request)
@@ -599,7 +587,7 @@ class Proxy:
             return
         dialog_token = self._preprocess_routes(ack)
         routes = ack.routes
-        if not routes and self.core.is_us(ack.uri) and not ack.uri.user:
+        if not routes and self.addresses.is_us(ack.uri) and not ack.uri.user:
             return
         if not dialog_token and not self._next_hop_is_local(ack):
             # an ACK cannot be challenged: without a token it only reaches our own users
@@ -609,7 +597,7 @@ class Proxy:
             return
         binding = None
         if not routes:
-            if self.core.is_us(ack.uri):
+            if self.addresses.is_us(ack.uri):
                 found = self.location.lookup(self._aor(ack.uri), self.clock.seconds())
                 binding = found[0] if found else None
             else:
@@ -626,13 +614,13 @@ class Proxy:
         for dest in dests:
             remote = getattr(dest, "remote", None)
             if remote is not None:
-                point = self.core.listening_point(dest.transport, remote[0], dest.local)
+                point = self.addresses.listening_point(dest.transport, remote[0], dest.local)
             else:
-                point = self.core.listening_point(dest.transport, dest.host)
+                point = self.addresses.listening_point(dest.transport, dest.host)
             if point is None:
                 continue
             # the same branch for every retransmission of this ACK (stateless, §16.11)
-            branch = "%s%016x" % (MAGIC, hash((ack.via.branch or ack.call_id, "ack"))
+            branch = "%s%016x" % (MAGIC_COOKIE, hash((ack.via.branch or ack.call_id, "ack"))
                                   & 0xFFFFFFFFFFFFFFFF)
             out.add("Via", "SIP/2.0/%s %s;branch=%s" % (dest.transport.upper(), _hostport(point),
                                                        branch), first=True)
@@ -647,9 +635,9 @@ class Proxy:
         invite = self.transactions.find_invite_server(cancel)
         server = self.transactions.new_server(cancel, dest, None)
         if invite is None:
-            server.respond(make_response(cancel, 481, to_tag=_tag()))
+            server.respond(make_response(cancel, 481, to_tag=new_tag()))
             return
-        server.respond(make_response(cancel, 200, to_tag=_tag()))
+        server.respond(make_response(cancel, 200, to_tag=new_tag()))
         context = self.contexts.get(invite)
         if context is not None:
             context.cancel()
@@ -683,7 +671,7 @@ class Proxy:
         for value, route in zip(values, response.record_routes):
             uri = route.uri
             old = uri.params.get(TOKEN_PARAM)
-            if old and self.core.is_us(uri):
+            if old and self.addresses.is_us(uri):
                 new = self.tokens.token(call_id, hop_key(beyond))
                 value = value.replace("%s=%s" % (TOKEN_PARAM, old), "%s=%s" % (TOKEN_PARAM, new))
             else:
@@ -698,7 +686,7 @@ class Proxy:
         # rest is dropped.
         vias = response.vias
         if (200 <= response.status < 300 and response.cseq.method == "INVITE" and len(vias) > 1
-                and self.core.is_local_address(vias[0].host, vias[0].port)):
+                and self.addresses.is_local_address(vias[0].host, vias[0].port)):
             out = self.rebind_route_tokens(_upstream(response))
             self.core.send_message(out, self.core.via_destination(out.via))
             return
@@ -926,7 +914,7 @@ class ProxyContext:
         self.final_sent = False
         self.success = False
         self.cancelled = False
-        self.to_tag = _tag()
+        self.to_tag = new_tag()
         self.is_dialog = request.method in ("INVITE", "SUBSCRIBE")
         self.dialog_token = False  # a Route entry of ours had a valid token
         self.token = None  # the token of our Record-Route, made once for all branches
@@ -1176,19 +1164,12 @@ def _upstream(response: Response) -> Response:
 
 def _peer(flow) -> str:
     """A flow's remote address as the message log writes it."""
-    from reticulum.core import _peer as peer
-
-    return peer(flow.remote)
+    return hostport(*flow.remote)
 
 
 @functools.lru_cache(maxsize=64)  # a listening point's text never changes
 def _hostport(point) -> str:
-    from reticulum.core import advertised_host
-
-    host = advertised_host(point.host)
-    if ":" in host:
-        host = "[%s]" % host
-    return "%s:%d" % (host, point.port)
+    return hostport(advertised_host(point.host), point.port)
 
 
 @functools.lru_cache(maxsize=128)

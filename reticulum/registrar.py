@@ -14,13 +14,12 @@ import functools
 import ipaddress
 import logging
 import math
-import os
-import random
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from reticulum.addresses import canonical_host
 from reticulum.location import Binding, LocationStore, _emit
-from reticulum.sip import ParseError, Request, Response, format_date, make_response
+from reticulum.sip import new_tag, ParseError, Request, Response, format_date, make_response
 
 __all__ = ["Registrar", "SUPPORTED", "NAT_MODES", "flow_bound"]
 
@@ -35,7 +34,6 @@ _TOKEN_CHARS = frozenset(
 )
 #: Contact parameters the registrar itself answers with; the others are echoed
 _OWN_PARAMS = ("expires", "q")
-_random = random.Random(os.urandom(16))
 
 #: ``[registrar] nat``: when evident NAT makes a binding flow-bound
 NAT_MODES = ("auto", "always", "never")
@@ -113,11 +111,6 @@ class _Change:
     params: str
 
 
-def _canonical_host(host: str) -> str:
-    host = host.lower().strip("[]")
-    return host[:-1] if host.endswith(".") else host
-
-
 def _format_q(q: float) -> str:
     text = ("%.3f" % q).rstrip("0").rstrip(".")
     return text or "0"
@@ -189,7 +182,7 @@ class Registrar:
         addresses to the first domain. ``points_here(contact_uri)``: does that Contact
         reach this server itself (a spiral)? ``max_contacts``: bindings per
         address-of-record (0: no limit)."""
-        self.domains = {_canonical_host(d.strip()) for d in domains}
+        self.domains = {canonical_host(d.strip()) for d in domains}
         self.location = location
         self.clock = clock
         self.min_expires = int(min_expires)
@@ -338,7 +331,7 @@ class Registrar:
         return uri.aor()
 
     def _served_domain(self, uri: Any) -> str | None:
-        host = _canonical_host(uri.host)
+        host = canonical_host(uri.host)
         return host if host in self.domains else None
 
     def _check_count(self, aor: str, changes: list[_Change], now: float) -> None:
@@ -484,4 +477,4 @@ class Registrar:
                 return None
         except Exception:
             pass
-        return "%012x" % _random.getrandbits(48)  # unique, not secret: no system call
+        return new_tag()

@@ -33,7 +33,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from reticulum import __version__
-from reticulum.config import format_hostport
+from reticulum.addresses import hostport
+from reticulum.config import DATABASE_FILE
 from reticulum.transport import BindError, Transports
 
 __all__ = ["ReticulumService", "StartupError", "make_service"]
@@ -90,7 +91,6 @@ class StartupError(Exception):
 # ---------------------------------------------------------------------------
 # start-up checks: one line naming the path or address instead of a traceback
 
-DATABASE = "reticulum.sqlite3"
 
 
 def _reason(e: OSError) -> str:
@@ -122,7 +122,7 @@ def check_state_dir(config: Any) -> None:
     except OSError as e:
         raise StartupError("state_dir %s is not writable: %s" % (path, _reason(e))) from None
     for suffix in ("", "-wal", "-shm"):
-        db = os.path.join(path, DATABASE + suffix)
+        db = os.path.join(path, DATABASE_FILE + suffix)
         if os.path.exists(db) and not os.access(db, os.R_OK | os.W_OK):
             raise StartupError("database %s is not writable: permission denied" % (db,))
 
@@ -156,7 +156,7 @@ def check_listening(config: Any) -> None:
             s.bind((host, port))
         except OSError as e:
             raise StartupError(
-                "cannot listen on %s %s: %s" % (name, format_hostport(host, port), _reason(e))
+                "cannot listen on %s %s: %s" % (name, hostport(host, port), _reason(e))
             ) from None
         finally:
             s.close()
@@ -186,7 +186,7 @@ def log_startup_summary(service: "ReticulumService") -> None:
         except Exception:  # the certificate loaded for listening; its description is a nicety
             log.failure("cannot describe the TLS certificate")
     for host, port in config.listen.admin:
-        log.info("admin API at {url}", url="http://%s/api/" % format_hostport(host, port))
+        log.info("admin API at {url}", url="http://%s/api/" % hostport(host, port))
 
 
 def install_log_observer(service: "ReticulumService", parent: Any) -> None:

@@ -32,16 +32,15 @@ from collections import deque
 from typing import Any, Callable, Dict, List, Optional
 
 from reticulum import events
+from reticulum.sip import MAGIC_COOKIE
 
 __all__ = [
-    "MAGIC_COOKIE",
     "Timers",
     "TransactionLayer",
     "ServerTransaction",
     "ClientTransaction",
 ]
 
-MAGIC_COOKIE = "z9hG4bK"
 
 # States (plain strings so they log and compare cheaply).
 TRYING = "trying"

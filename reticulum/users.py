@@ -22,7 +22,6 @@ import sys
 from reticulum.accounts import AccountStore, valid_name
 
 DEFAULT_CONFIG = "reticulum.toml"
-DATABASE = "reticulum.sqlite3"
 
 
 class UsageError(Exception):
@@ -80,7 +79,7 @@ def _open_store(config) -> AccountStore:
         shared.start()
         return shared
     os.makedirs(config.state_dir, exist_ok=True)
-    store = AccountStore(os.path.join(config.state_dir, DATABASE), list(config.domains),
+    store = AccountStore(config.database, list(config.domains),
                          watch=False)
     store.start()
     return store

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Dict, Iterable, Optional
 
+from reticulum.addresses import hostport
+
 from twisted.logger import Logger
 
 from reticulum.sip import ParseError, Request
@@ -29,11 +31,6 @@ MAX_TRACKED = 4096
 
 def _seconds(value: float) -> str:
     return "%.1f" % value if value < 10 else "%d" % round(value)
-
-
-def _hostport(address) -> str:
-    host, port = address[0], address[1]
-    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
 
 
 def aor_user(aor: str) -> str:
@@ -93,7 +90,7 @@ class WordLog:
         action = event["action"]
         if action in ("added", "refreshed"):
             flow = binding.flow
-            via = " (%s %s)" % (flow.transport, _hostport(flow.remote)) if flow else ""
+            via = " (%s %s)" % (flow.transport, hostport(*flow.remote)) if flow else ""
             seconds = max(0, round(binding.expires_at - binding.registered_at))
             self.log.info("{user} {verb} {contact}{via} for {seconds} s", user=user,
                           verb="registered" if action == "added" else "refreshed",

@@ -21,6 +21,8 @@ import subprocess
 import sys
 from typing import Any, List, Optional, Tuple
 
+from reticulum.addresses import advertised_host
+
 __all__ = ["own_udp_address", "spawn", "stop", "main"]
 
 #: how often a worker looks whether worker 0 is still there (seconds)
@@ -29,8 +31,6 @@ PARENT_CHECK = 1.0
 
 def own_udp_address(config: Any) -> Tuple[str, int]:
     """A UDP port of this worker's own on the host of the first UDP listening address."""
-    from reticulum.core import advertised_host
-
     host = advertised_host(config.listen.udp[0][0])
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as s:

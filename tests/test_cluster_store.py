@@ -10,7 +10,7 @@ import pytest
 from reticulum.cluster import Cluster, RedisAccounts, RedisLocation, share_secret_files
 from reticulum.config import config_from_dict
 from reticulum.location import Binding
-from reticulum.transport.base import Flow
+from reticulum.addresses import Flow
 from tests.redisserver import RedisServer
 
 pytestmark = pytest.mark.timeout(120)

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from reticulum.addresses import hostport
 from reticulum.config import (
     Config,
     ConfigError,
     config_from_dict,
-    format_hostport,
     load_config,
     parse_hostport,
 )
@@ -211,8 +211,8 @@ def test_address_forms():
     assert parse_hostport("[::]:5060") == ("::", 5060)
     assert parse_hostport("[0:0::1]:1") == ("::1", 1)
     assert parse_hostport(" 10.0.0.1:65535 ") == ("10.0.0.1", 65535)
-    assert format_hostport("::1", 5060) == "[::1]:5060"
-    assert format_hostport("127.0.0.1", 5060) == "127.0.0.1:5060"
+    assert hostport("::1", 5060) == "[::1]:5060"
+    assert hostport("127.0.0.1", 5060) == "127.0.0.1:5060"
 
 
 def test_duplicate_address():

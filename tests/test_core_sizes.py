@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from reticulum.core import MAX_UDP6_PAYLOAD, MAX_UDP_PAYLOAD
-from reticulum.dns import Target
+from reticulum.addresses import Target
 from reticulum.sip import Request, Response, parse_uri
-from reticulum.transport.base import Flow
+from reticulum.addresses import Flow
 from tests.test_proxy import CALLER, PROXY, make_core
 
 HEADERS = [

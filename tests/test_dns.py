@@ -5,7 +5,8 @@ import random
 
 from twisted.internet.task import Clock
 
-from reticulum.dns import FAILED, INSECURE, NOT_FOUND, Answer, Resolver, Target
+from reticulum.addresses import Target
+from reticulum.dns import FAILED, INSECURE, NOT_FOUND, Answer, Resolver
 from reticulum.dns.rfc3263 import FAILURE_TTL, NAPTR, NXDOMAIN, SRV, order_srv
 from reticulum.sip import parse_uri
 

@@ -12,7 +12,7 @@ from reticulum import events
 from reticulum.dialog import DialogTracker
 from reticulum.location import Binding, MemoryLocation
 from reticulum.sip import parse
-from reticulum.transport.base import Flow
+from reticulum.addresses import Flow
 from reticulum.wordlog import WordLog
 
 

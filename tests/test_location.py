@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from reticulum.location import Binding, MemoryLocation, SqliteLocation
-from reticulum.transport.base import Flow
+from reticulum.addresses import Flow
 
 AOR = "sip:alice@example.com"
 LOCAL = ("192.0.2.1", 5060)

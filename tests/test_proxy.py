@@ -9,7 +9,7 @@ from reticulum.config import config_from_dict
 from reticulum.core import Core
 from reticulum.location import Binding, MemoryLocation
 from reticulum.sip import Request, parse
-from reticulum.transport.base import Flow, ListeningPoint
+from reticulum.addresses import Flow, ListeningPoint
 
 PROXY = ("127.0.0.1", 5060)
 CALLER = Flow("udp", PROXY, ("127.0.0.1", 6000))

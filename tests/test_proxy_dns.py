@@ -13,7 +13,7 @@ from reticulum.dns import Answer
 from reticulum.dns.rfc3263 import SRV
 from reticulum.location import MemoryLocation
 from reticulum.sip import Request
-from reticulum.transport.base import Flow
+from reticulum.addresses import Flow
 from tests.test_dns import Zone, a
 from tests.test_proxy import CALLER, RecordingTransports, _Accounts, answer, request
 
@@ -187,7 +187,7 @@ def test_public_name_in_via_and_record_route(tmp_path):
     (out,) = sent_to(net.take(), "192.0.2.1")
     assert out.via.host == "sip.example.org" and out.via.port == 5060
     assert out.record_routes[0].uri.host == "sip.example.org"
-    assert core.is_local_address("sip.example.org", 5060)
+    assert core.addresses.is_local_address("sip.example.org", 5060)
 
 
 def test_a_contact_named_by_an_unknown_host_is_reached_over_its_registration_flow(tmp_path):

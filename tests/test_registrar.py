@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from reticulum.location import MemoryLocation, SqliteLocation
 from reticulum.registrar import Registrar
 from reticulum.sip import parse
-from reticulum.transport.base import Flow
+from reticulum.addresses import Flow
 
 AOR = "sip:alice@example.com"
 LOCAL = ("192.0.2.1", 5060)

@@ -12,7 +12,7 @@ from reticulum.core import Core
 from reticulum.location import Binding, MemoryLocation
 from reticulum.registrar import Registrar
 from reticulum.sip import Request, parse
-from reticulum.transport.base import Flow
+from reticulum.addresses import Flow
 from tests.test_proxy import (CALLEE, CALLER, PROXY, RecordingTransports, answer, request,
                               statuses, to_flow)
 from tests.test_proxy_auth import credentials

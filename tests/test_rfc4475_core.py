@@ -12,7 +12,7 @@ from reticulum.config import config_from_dict
 from reticulum.core import Core
 from reticulum.location import Binding, MemoryLocation
 from reticulum.sip import Request
-from reticulum.transport.base import Flow
+from reticulum.addresses import Flow
 from tests.test_proxy import PROXY, RecordingTransports, _Accounts
 
 TORTURE = Path(__file__).resolve().parents[2] / "shared" / "rfc4475"

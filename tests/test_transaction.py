@@ -825,7 +825,7 @@ def test_transport_error_fails_pending_client_transactions_for_that_dest():
 
 
 class Flow:
-    """Shaped like reticulum.transport.base.Flow (frozen dataclass with a `remote`)."""
+    """Shaped like reticulum.addresses.Flow (frozen dataclass with a `remote`)."""
 
     def __init__(self, transport, remote, conn=0):
         self.transport = transport

@@ -14,6 +14,7 @@ import time
 from collections import deque
 from typing import Any, Dict, List, Optional
 
+from reticulum.addresses import hostport
 from reticulum.admin.metrics import Metrics
 from reticulum.sip import ParseError, Request, parse
 from reticulum.wordlog import aor_user
@@ -29,8 +30,7 @@ RECENT_MESSAGES = 500
 def _hostport(address) -> Optional[str]:
     if not address:
         return None
-    host, port = address[0], address[1]
-    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+    return hostport(address[0], address[1])
 
 
 def _flow(flow) -> Optional[Dict[str, Any]]:

@@ -11,16 +11,13 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from reticulum import __version__, events
+from reticulum.addresses import hostport
 from reticulum.admin.hub import Hub
 from reticulum.admin.server import AdminSite, load_or_create_token
 
 __all__ = ["AdminService", "start_admin"]
 
 log = Logger(namespace="reticulum.admin")
-
-
-def _hostport(host: str, port: int) -> str:
-    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
 
 
 class AdminService:
@@ -60,7 +57,7 @@ def start_admin(config: Any, core: Any, transports: Any, reactor: Any) -> AdminS
                 ports.append(reactor.listenTCP(port, site, interface=host))
             except CannotListenError as e:
                 raise ValueError("cannot listen on admin %s: %s"
-                                 % (_hostport(host, port), e.socketError)) from None
+                                 % (hostport(host, port), e.socketError)) from None
     except ValueError:
         for p in ports:
             p.stopListening()
@@ -70,10 +67,10 @@ def start_admin(config: Any, core: Any, transports: Any, reactor: Any) -> AdminS
         shown = "127.0.0.1" if host == "0.0.0.0" else ("::1" if host == "::" else host)
         if config.admin.token is None:
             log.info("Admin page: http://{address}/#token={token}",
-                     address=_hostport(shown, port), token=token)
+                     address=hostport(shown, port), token=token)
         else:  # the operator wrote it down already: a journal need not keep a copy
             log.info("Admin page: http://{address}/#token=<[admin] token>",
-                     address=_hostport(shown, port))
+                     address=hostport(shown, port))
     if created:
         log.info("Admin token made and stored in {path} (set [admin] token to choose one)",
                  path=config.state_dir + "/admin-token")

@@ -9,42 +9,14 @@ Two parts, so that deciding stays plain Python and only asking touches threads:
 * `reticulum.dns.lookup` asks: dnspython's resolver in a bounded thread pool, answers handed
   back on the reactor thread.
 
-This module holds the values everyone shares: `Target`, `is_ip`, and the rule for URIs that
-need no lookup at all (IP literals).
+This module holds the rule for URIs that need no lookup at all (IP literals); `Target`, the
+answer, is an address like any other (`reticulum.addresses`).
 """
 from __future__ import annotations
 
-import functools
-import ipaddress
-from typing import NamedTuple, Optional
-
-RELIABLE = frozenset(("tcp", "tls", "ws", "wss", "sctp"))
-DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80, "wss": 443}
-
-
-class Target(NamedTuple):
-    """One place to send a request: a transport, an IP address and a port.
-
-    `name` is the SIP domain the address was found for: what a TLS peer must prove it is
-    (RFC 5922); None for an address given as such."""
-
-    transport: str
-    host: str
-    port: int
-    name: Optional[str] = None
-
-    @property
-    def reliable(self) -> bool:
-        return self.transport in RELIABLE
-
-
-@functools.lru_cache(maxsize=4096)  # asked for every request sent; ip_address() is slow
-def is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+from reticulum.addresses import DEFAULT_PORTS, Target, is_ip
+from reticulum.dns.rfc3263 import (
+    FAILED, INSECURE, NOT_FOUND, Answer, NoLookup, Resolution, Resolver)
 
 
 def uri_transport(uri) -> str:
@@ -70,8 +42,5 @@ def resolve_uri(uri) -> list[Target]:
     return [Target(transport, host, port)]
 
 
-from reticulum.dns.rfc3263 import (  # noqa: E402  (it imports Target from here)
-    FAILED, INSECURE, NOT_FOUND, Answer, NoLookup, Resolution, Resolver)
-
-__all__ = ["Target", "RELIABLE", "DEFAULT_PORTS", "is_ip", "uri_transport", "resolve_uri",
+__all__ = ["uri_transport", "resolve_uri",
            "Answer", "Resolution", "Resolver", "NoLookup", "NOT_FOUND", "FAILED", "INSECURE"]

@@ -22,7 +22,7 @@ from typing import NamedTuple, Optional
 
 from twisted.logger import Logger
 
-from reticulum.dns import DEFAULT_PORTS, Target, is_ip
+from reticulum.addresses import DEFAULT_PORTS, Target, is_ip
 
 #: answers are kept at most this long, whatever TTL they came with
 MAX_TTL = 600.0

@@ -5,7 +5,7 @@ Transport code moves bytes and never parses SIP beyond framing.
 
 from __future__ import annotations
 
-from reticulum.transport.base import Flow, ListeningPoint
+from reticulum.addresses import Flow, ListeningPoint
 from reticulum.transport.flows import BindError, Transports
 
 __all__ = ["Flow", "ListeningPoint", "Transports", "BindError"]

@@ -37,7 +37,7 @@ from twisted.internet.interfaces import IReactorSocket
 from twisted.logger import Logger
 
 from reticulum import events
-from reticulum.transport.base import Flow, ListeningPoint, _hostport
+from reticulum.addresses import Flow, ListeningPoint, hostport as _hostport
 from reticulum.transport.limits import ConnectionLimits, GuardFactory, RESERVED_FILES, default_max_connections, open_files_limit
 from reticulum.transport.tcp import PendingConnection, StreamClientFactory, StreamProtocol, StreamServerFactory
 from reticulum.transport.udp import MAX_DATAGRAM, UDPProtocol

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, List, Optional
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.logger import Logger
 
-from reticulum.transport.base import Flow
+from reticulum.addresses import Flow
 from reticulum.transport.framing import BAD_FRAMING, MESSAGE, PING, PONG, TOO_LARGE, StreamFramer
 from reticulum.transport.limits import find_guard
 

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
-from reticulum.transport.base import Flow
+from reticulum.addresses import Flow
 from reticulum.transport.tcp import StreamClientFactory, StreamProtocol, StreamServerFactory
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Tuple
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from reticulum.transport.base import Flow
+from reticulum.addresses import Flow
 from reticulum.transport.framing import message_head
 
 if TYPE_CHECKING:  # pragma: no cover

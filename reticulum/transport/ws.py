@@ -35,7 +35,7 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.logger import Logger
 from twisted.web import resource, server, static
 
-from reticulum.transport.base import Flow
+from reticulum.addresses import Flow
 from reticulum.transport.framing import message_head
 from reticulum.transport.limits import find_guard
 from reticulum.webphone import CONTENT_TYPES, STATIC_DIR, static_path
