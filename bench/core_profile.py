@@ -26,7 +26,7 @@ from reticulum.core import Core  # noqa: E402
 from reticulum.location import Binding, MemoryLocation  # noqa: E402
 from reticulum.service import tune_gc  # noqa: E402
 from reticulum.sip import parse  # noqa: E402
-from reticulum.transport.base import Flow, ListeningPoint  # noqa: E402
+from reticulum.addresses import Flow, ListeningPoint  # noqa: E402
 
 PROXY = ("127.0.0.1", 5060)
 CALLER = Flow("udp", PROXY, ("127.0.0.1", 6000))
