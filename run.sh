@@ -232,6 +232,10 @@ cmd_test() {
     ensure_sipp
     ensure_redis
     ensure_test_tools
+    if [ "$#" -eq 0 ] && [ "$kind" != pypy ]; then
+        say "type check (mypy, settings in setup.cfg)"
+        "$venv/bin/python" -m mypy || rc=$?
+    fi
     say "tests on $("$venv/bin/python" -c 'import platform; print(platform.python_implementation(), platform.python_version())')"
     run_pytest "$venv" "$@" || rc=$?
 
@@ -302,7 +306,9 @@ usage: ./run.sh [COMMAND] [ARGS...]
 Commands:
   (none), or the options below  start the server in the foreground
                                  (default: --config reticulum.toml)
-  test [pytest args]             run the tests (installs what they need)
+  test [pytest args]             run the tests (installs what they need); without
+                                 arguments: the type check, then CPython and PyPy
+  types                          the type check alone (mypy on reticulum/)
   users add|passwd|remove|list   manage accounts (./run.sh users --help)
   status [--json]                uptime, counters, listening points of the running server
   registrations [USER] [--json]  current registrations (bindings)
@@ -332,6 +338,10 @@ main() {
             venv="$(ensure_env "$(want_kind)")"
             absolute_config_args "$@"
             exec "$venv/bin/python" -m reticulum.control "${args[@]}"
+            ;;
+        types)
+            venv="$(ensure_env "$(want_kind)" 1)"
+            exec "$venv/bin/python" -m mypy
             ;;
         test)
             shift

@@ -1,5 +1,5 @@
 """The core's own cost, without sockets: registrations and whole calls fed straight into
-`Core.receive_bytes`, messages out collected in memory, the real reactor as the clock (never
+`Core.message_received`, messages out collected in memory, the real reactor as the clock (never
 run). Prints microseconds per registration and per call; `--profile` adds the top functions.
 
     python bench/core_profile.py [--registrations 20000] [--calls 3000] [--profile]
@@ -123,7 +123,7 @@ def run_registrations(count: int, store: str, profiler) -> float:
     profiler.enable()
     start = time.perf_counter()
     for data in messages:
-        core.receive_bytes(data, CALLER)
+        core.message_received(data, CALLER)
     elapsed = time.perf_counter() - start
     profiler.disable()
     core.stop()
@@ -141,7 +141,7 @@ def run_calls(count: int, profiler) -> float:
         net.out = []
         profiler.enable()
         start = time.perf_counter()
-        core.receive_bytes(invite(i), CALLER)
+        core.message_received(invite(i), CALLER)
         spent += time.perf_counter() - start
         profiler.disable()
         out = forwarded(net, b"INVITE")
@@ -149,16 +149,16 @@ def run_calls(count: int, profiler) -> float:
         ack, bye = in_dialog("ACK", 1, i), in_dialog("BYE", 2, i)
         profiler.enable()
         start = time.perf_counter()
-        core.receive_bytes(ringing, CALLEE)
-        core.receive_bytes(ok, CALLEE)
-        core.receive_bytes(ack, CALLER)
-        core.receive_bytes(bye, CALLER)
+        core.message_received(ringing, CALLEE)
+        core.message_received(ok, CALLEE)
+        core.message_received(ack, CALLER)
+        core.message_received(bye, CALLER)
         spent += time.perf_counter() - start
         profiler.disable()
         bye_ok = answer(forwarded(net, b"BYE"), 200, "OK")
         profiler.enable()
         start = time.perf_counter()
-        core.receive_bytes(bye_ok, CALLEE)
+        core.message_received(bye_ok, CALLEE)
         spent += time.perf_counter() - start
         profiler.disable()
     core.stop()

@@ -104,7 +104,7 @@ class Core:
 
     # -- receiving -----------------------------------------------------------------------------
 
-    def receive_bytes(self, data: bytes, flow) -> None:
+    def message_received(self, data: bytes, flow) -> None:
         """One framed message from a transport: parse, validate, stamp, dispatch."""
         try:
             # a WebSocket frame holds one whole message, like a datagram (RFC 7118 §5)

@@ -1,4 +1,4 @@
-"""The proxy core, driven sans-IO: bytes in through Core.receive_bytes, messages out through a
+"""The proxy core, driven sans-IO: bytes in through Core.message_received, messages out through a
 recording transport table, time through twisted.internet.task.Clock."""
 from __future__ import annotations
 
@@ -136,7 +136,7 @@ def statuses(messages):
 
 def test_options_to_the_server_itself(tmp_path):
     core, clock, net = make_core(tmp_path)
-    core.receive_bytes(request("OPTIONS", "sip:127.0.0.1:5060", to="<sip:127.0.0.1>"), CALLER)
+    core.message_received(request("OPTIONS", "sip:127.0.0.1:5060", to="<sip:127.0.0.1>"), CALLER)
     (reply, flow), = net.take()
     assert reply.status == 200 and flow == CALLER
     assert "INVITE" in reply.get("Allow")
@@ -146,7 +146,7 @@ def test_options_to_the_server_itself(tmp_path):
 def test_basic_call_is_forwarded_and_answered(tmp_path):
     core, clock, net = make_core(tmp_path)
     register(core, clock, "bob", CALLEE)
-    core.receive_bytes(request(body="v=0\r\n"), CALLER)
+    core.message_received(request(body="v=0\r\n"), CALLER)
     sent = net.take()
     assert statuses(to_flow(sent, CALLER)) == [100]
     (invite,) = to_flow(sent, CALLEE)
@@ -161,8 +161,8 @@ def test_basic_call_is_forwarded_and_answered(tmp_path):
         "call-1", "127.0.0.1:6000")
     assert invite.body == b"v=0\r\n"
 
-    core.receive_bytes(answer(invite, 180, "Ringing"), CALLEE)
-    core.receive_bytes(answer(invite, 200, "OK"), CALLEE)
+    core.message_received(answer(invite, 180, "Ringing"), CALLEE)
+    core.message_received(answer(invite, 200, "OK"), CALLEE)
     up = to_flow(net.take(), CALLER)
     assert statuses(up) == [180, 200]
     assert all(len(m.vias) == 1 for m in up)
@@ -175,17 +175,17 @@ def test_basic_call_is_forwarded_and_answered(tmp_path):
     # The ACK for the 2xx is end to end: forwarded along the route set, never answered.
     ack = request("ACK", "sip:bob@127.0.0.1:7000", branch="z9hG4bKack1",
                   to="<sip:bob@reticulum.local>;tag=t1", extra="Route: " + caller_route)
-    core.receive_bytes(ack, CALLER)
+    core.message_received(ack, CALLER)
     sent = net.take()
     assert [m.method for m in to_flow(sent, CALLEE)] == ["ACK"]
     assert not to_flow(sent, CALLER)
 
     bye = request("BYE", "sip:bob@127.0.0.1:7000", branch="z9hG4bKbye1", cseq=2,
                   to="<sip:bob@reticulum.local>;tag=t1", extra="Route: " + record_route)
-    core.receive_bytes(bye, CALLER)
+    core.message_received(bye, CALLER)
     (fwd_bye,) = to_flow(net.take(), CALLEE)
     assert fwd_bye.method == "BYE" and not fwd_bye.get_all("Route")
-    core.receive_bytes(answer(fwd_bye, 200, "OK"), CALLEE)
+    core.message_received(answer(fwd_bye, 200, "OK"), CALLEE)
     assert statuses(to_flow(net.take(), CALLER)) == [200]
     assert not core.dialogs.active()
 
@@ -198,15 +198,15 @@ def test_basic_call_is_forwarded_and_answered(tmp_path):
 def test_busy_is_acked_hop_by_hop(tmp_path):
     core, clock, net = make_core(tmp_path)
     register(core, clock, "bob", CALLEE)
-    core.receive_bytes(request(), CALLER)
+    core.message_received(request(), CALLER)
     (invite,) = to_flow(net.take(), CALLEE)
-    core.receive_bytes(answer(invite, 486, "Busy Here"), CALLEE)
+    core.message_received(answer(invite, 486, "Busy Here"), CALLEE)
     sent = net.take()
     (ack,) = to_flow(sent, CALLEE)
     assert ack.method == "ACK" and ack.via.branch == invite.via.branch
     assert statuses(to_flow(sent, CALLER)) == [486]
     # the caller's ACK is absorbed by our server transaction
-    core.receive_bytes(request("ACK", branch="z9hG4bKc1", to="<sip:bob@reticulum.local>;tag=t1"),
+    core.message_received(request("ACK", branch="z9hG4bKc1", to="<sip:bob@reticulum.local>;tag=t1"),
                        CALLER)
     assert net.take() == []
 
@@ -214,39 +214,39 @@ def test_busy_is_acked_hop_by_hop(tmp_path):
 def test_cancel_during_ringing(tmp_path):
     core, clock, net = make_core(tmp_path)
     register(core, clock, "bob", CALLEE)
-    core.receive_bytes(request(), CALLER)
+    core.message_received(request(), CALLER)
     (invite,) = to_flow(net.take(), CALLEE)
-    core.receive_bytes(answer(invite, 180, "Ringing"), CALLEE)
+    core.message_received(answer(invite, 180, "Ringing"), CALLEE)
     net.take()
-    core.receive_bytes(request("CANCEL", branch="z9hG4bKc1"), CALLER)
+    core.message_received(request("CANCEL", branch="z9hG4bKc1"), CALLER)
     sent = net.take()
     assert statuses(to_flow(sent, CALLER)) == [200]
     (cancel,) = to_flow(sent, CALLEE)
     assert cancel.method == "CANCEL" and cancel.via.branch == invite.via.branch
-    core.receive_bytes(answer(cancel, 200, "OK"), CALLEE)
-    core.receive_bytes(answer(invite, 487, "Request Terminated"), CALLEE)
+    core.message_received(answer(cancel, 200, "OK"), CALLEE)
+    core.message_received(answer(invite, 487, "Request Terminated"), CALLEE)
     assert statuses(to_flow(net.take(), CALLER)) == [487]
 
 
 def test_cancel_without_transaction_gets_481(tmp_path):
     core, clock, net = make_core(tmp_path)
-    core.receive_bytes(request("CANCEL", branch="z9hG4bKnothing"), CALLER)
+    core.message_received(request("CANCEL", branch="z9hG4bKnothing"), CALLER)
     assert statuses(to_flow(net.take(), CALLER)) == [481]
 
 
 def test_timer_c_gives_exactly_one_408(tmp_path):
     core, clock, net = make_core(tmp_path, invite_timeout=20)
     register(core, clock, "bob", CALLEE)
-    core.receive_bytes(request(), CALLER)
+    core.message_received(request(), CALLER)
     (invite,) = to_flow(net.take(), CALLEE)
-    core.receive_bytes(answer(invite, 180, "Ringing"), CALLEE)
+    core.message_received(answer(invite, 180, "Ringing"), CALLEE)
     net.take()
     clock.advance(20)
     sent = net.take()
     assert statuses(to_flow(sent, CALLER)) == [408]
     (cancel,) = to_flow(sent, CALLEE)
     assert cancel.method == "CANCEL"
-    core.receive_bytes(answer(invite, 487, "Request Terminated"), CALLEE)
+    core.message_received(answer(invite, 487, "Request Terminated"), CALLEE)
     for _ in range(10):
         clock.advance(4)
     final = [s for s in statuses(to_flow(net.take(), CALLER)) if s >= 200]
@@ -257,12 +257,12 @@ def test_forking_cancels_the_losing_branch(tmp_path):
     core, clock, net = make_core(tmp_path)
     register(core, clock, "bob", CALLEE)
     register(core, clock, "bob", CALLEE2)
-    core.receive_bytes(request(), CALLER)
+    core.message_received(request(), CALLER)
     sent = net.take()
     (first,) = to_flow(sent, CALLEE)
     (second,) = to_flow(sent, CALLEE2)
-    core.receive_bytes(answer(second, 180, "Ringing", tag="b2"), CALLEE2)
-    core.receive_bytes(answer(first, 200, "OK"), CALLEE)
+    core.message_received(answer(second, 180, "Ringing", tag="b2"), CALLEE2)
+    core.message_received(answer(first, 200, "OK"), CALLEE)
     sent = net.take()
     assert 200 in statuses(to_flow(sent, CALLER))
     assert [m.method for m in to_flow(sent, CALLEE2)] == ["CANCEL"]
@@ -274,14 +274,14 @@ def test_a_cancelled_branch_that_never_answers_outlives_the_call_quietly(tmp_pat
     core, clock, net = make_core(tmp_path, invite_timeout=180)
     register(core, clock, "bob", CALLEE)
     register(core, clock, "bob", CALLEE2)
-    core.receive_bytes(request(), CALLER)
+    core.message_received(request(), CALLER)
     sent = net.take()
     (first,) = to_flow(sent, CALLEE)
     (second,) = to_flow(sent, CALLEE2)
-    core.receive_bytes(answer(second, 180, "Ringing", tag="b2"), CALLEE2)
-    core.receive_bytes(answer(first, 200, "OK"), CALLEE)
+    core.message_received(answer(second, 180, "Ringing", tag="b2"), CALLEE2)
+    core.message_received(answer(first, 200, "OK"), CALLEE)
     (cancel,) = [m for m in to_flow(net.take(), CALLEE2) if isinstance(m, Request)]
-    core.receive_bytes(answer(cancel, 200, "OK"), CALLEE2)  # ... and never a 487
+    core.message_received(answer(cancel, 200, "OK"), CALLEE2)  # ... and never a 487
     for _ in range(60):
         clock.advance(1)
     final = [s for s in statuses(to_flow(net.take(), CALLER)) if s >= 200]
@@ -293,11 +293,11 @@ def test_sequential_q_groups(tmp_path):
     core, clock, net = make_core(tmp_path)
     register(core, clock, "bob", CALLEE, q=1.0)
     register(core, clock, "bob", CALLEE2, q=0.5)
-    core.receive_bytes(request(), CALLER)
+    core.message_received(request(), CALLER)
     sent = net.take()
     assert to_flow(sent, CALLEE) and not to_flow(sent, CALLEE2)
     (first,) = to_flow(sent, CALLEE)
-    core.receive_bytes(answer(first, 480, "Temporarily Unavailable"), CALLEE)
+    core.message_received(answer(first, 480, "Temporarily Unavailable"), CALLEE)
     sent = net.take()
     assert [m.method for m in to_flow(sent, CALLEE2)] == ["INVITE"]
     assert not statuses(to_flow(sent, CALLER))
@@ -313,23 +313,23 @@ def test_sequential_q_groups(tmp_path):
 ])
 def test_requests_refused(tmp_path, kwargs, status):
     core, clock, net = make_core(tmp_path)
-    core.receive_bytes(request("MESSAGE", **kwargs), CALLER)
+    core.message_received(request("MESSAGE", **kwargs), CALLER)
     assert statuses(to_flow(net.take(), CALLER)) == [status]
 
 
 def test_loop_is_detected(tmp_path):
     core, clock, net = make_core(tmp_path)
     register(core, clock, "bob", Flow("udp", PROXY, PROXY))  # bob's contact is the proxy itself
-    core.receive_bytes(request("MESSAGE", ruri="sip:bob@127.0.0.1:5060"), CALLER)
+    core.message_received(request("MESSAGE", ruri="sip:bob@127.0.0.1:5060"), CALLER)
     (looped,) = to_flow(net.take(), Flow("udp", PROXY, PROXY))
-    core.receive_bytes(looped.to_bytes(), Flow("udp", PROXY, PROXY))
+    core.message_received(looped.to_bytes(), Flow("udp", PROXY, PROXY))
     sent = net.take()
     assert 482 in statuses([m for m, _ in sent])
 
 
 def test_malformed_request_gets_400_with_reason(tmp_path):
     core, clock, net = make_core(tmp_path)
-    core.receive_bytes(request("INVITE", extra="CSeq: 2 INVITE"), CALLER)
+    core.message_received(request("INVITE", extra="CSeq: 2 INVITE"), CALLER)
     (reply, _), = net.take()
     assert reply.status == 400 and reply.reason
 
@@ -337,10 +337,10 @@ def test_malformed_request_gets_400_with_reason(tmp_path):
 def test_unknown_method_is_proxied(tmp_path):
     core, clock, net = make_core(tmp_path)
     register(core, clock, "bob", CALLEE)
-    core.receive_bytes(request("FOOBAR"), CALLER)
+    core.message_received(request("FOOBAR"), CALLER)
     (fwd,) = to_flow(net.take(), CALLEE)
     assert fwd.method == "FOOBAR"
-    core.receive_bytes(answer(fwd, 200, "OK"), CALLEE)
+    core.message_received(answer(fwd, 200, "OK"), CALLEE)
     assert statuses(to_flow(net.take(), CALLER)) == [200]
 
 
@@ -348,10 +348,10 @@ def test_no_transaction_leak_after_a_burst(tmp_path):
     core, clock, net = make_core(tmp_path)
     register(core, clock, "bob", CALLEE)
     for i in range(200):
-        core.receive_bytes(request("MESSAGE", branch="z9hG4bKm%d" % i, call_id="m%d" % i),
+        core.message_received(request("MESSAGE", branch="z9hG4bKm%d" % i, call_id="m%d" % i),
                            CALLER)
         (fwd,) = to_flow(net.take(), CALLEE)
-        core.receive_bytes(answer(fwd, 200, "OK"), CALLEE)
+        core.message_received(answer(fwd, 200, "OK"), CALLEE)
         net.take()
     for _ in range(10):
         clock.advance(10)
@@ -363,7 +363,7 @@ def test_double_record_route_when_transports_differ(tmp_path):
     core, clock, net = make_core(tmp_path)
     register(core, clock, "bob", CALLEE)
     caller = Flow("tcp", PROXY, ("127.0.0.1", 6001), 5)
-    core.receive_bytes(request().replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"), caller)
+    core.message_received(request().replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"), caller)
     (invite,) = to_flow(net.take(), CALLEE)
     token = core.proxy.tokens.token("call-1", "127.0.0.1:6000")
     assert invite.get_all("Record-Route") == [
@@ -376,7 +376,7 @@ def test_double_record_route_when_transports_differ(tmp_path):
            "Route: %s\r\n" % ", ".join(invite.get_all("Record-Route")) +
            "From: <sip:bob@reticulum.local>;tag=t1\r\nTo: <sip:carol@example.org>;tag=f1\r\n"
            "Call-ID: call-1\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
-    core.receive_bytes(bye.encode(), CALLEE)
+    core.message_received(bye.encode(), CALLEE)
     sent = net.take()
     (fwd,) = [m for m, f in sent if isinstance(m, Request)]
     assert fwd.method == "BYE" and not fwd.get_all("Route")
@@ -388,7 +388,7 @@ def test_strict_router_upstream(tmp_path):
     ours = "sip:127.0.0.1:5060;lr;rtok=%s" % core.proxy.tokens.token("call-1", "127.0.0.1:7000")
     data = request("BYE", ours, to="<sip:bob@reticulum.local>;tag=t1",
                    extra="Route: <sip:bob@127.0.0.1:7000>")
-    core.receive_bytes(data, CALLER)
+    core.message_received(data, CALLER)
     (fwd,) = to_flow(net.take(), CALLEE)
     assert fwd.method == "BYE" and str(fwd.uri) == "sip:bob@127.0.0.1:7000"
     assert not fwd.get_all("Route")
@@ -398,12 +398,12 @@ def test_challenges_of_all_branches_are_aggregated(tmp_path):
     core, clock, net = make_core(tmp_path)
     register(core, clock, "bob", CALLEE)
     register(core, clock, "bob", CALLEE2)
-    core.receive_bytes(request(), CALLER)
+    core.message_received(request(), CALLER)
     sent = net.take()
     (first,), (second,) = to_flow(sent, CALLEE), to_flow(sent, CALLEE2)
-    core.receive_bytes(answer(first, 407, "Proxy Authentication Required", tag="a",
+    core.message_received(answer(first, 407, "Proxy Authentication Required", tag="a",
                               extra='Proxy-Authenticate: Digest realm="a", nonce="1"'), CALLEE)
-    core.receive_bytes(answer(second, 401, "Unauthorized", tag="b",
+    core.message_received(answer(second, 401, "Unauthorized", tag="b",
                               extra='WWW-Authenticate: Digest realm="b", nonce="2"'), CALLEE2)
     (final,) = [m for m in to_flow(net.take(), CALLER) if not isinstance(m, Request)]
     assert final.status in (401, 407)
@@ -416,16 +416,16 @@ def test_6xx_ends_the_search(tmp_path):
     core, clock, net = make_core(tmp_path)
     register(core, clock, "bob", CALLEE)
     register(core, clock, "bob", CALLEE2)
-    core.receive_bytes(request(), CALLER)
+    core.message_received(request(), CALLER)
     sent = net.take()
     (first,), (second,) = to_flow(sent, CALLEE), to_flow(sent, CALLEE2)
-    core.receive_bytes(answer(second, 180, "Ringing", tag="b"), CALLEE2)
+    core.message_received(answer(second, 180, "Ringing", tag="b"), CALLEE2)
     net.take()
-    core.receive_bytes(answer(first, 603, "Decline", tag="a"), CALLEE)
+    core.message_received(answer(first, 603, "Decline", tag="a"), CALLEE)
     sent = net.take()
     assert [m.method for m in to_flow(sent, CALLEE2)] == ["CANCEL"]
     assert not [s for s in statuses(to_flow(sent, CALLER)) if s >= 200]
-    core.receive_bytes(answer(second, 487, "Request Terminated", tag="b"), CALLEE2)
+    core.message_received(answer(second, 487, "Request Terminated", tag="b"), CALLEE2)
     finals = [s for s in statuses(to_flow(net.take(), CALLER)) if s >= 200]
     assert finals == [603]
 
@@ -436,7 +436,7 @@ def test_path_becomes_the_route_set(tmp_path):
     core.location.put(Binding(aor="sip:bob@reticulum.local", contact="sip:bob@10.9.9.9:5060",
                               expires_at=clock.seconds() + 3600, flow=edge,
                               path=["<sip:127.0.0.1:8000;lr>"]))
-    core.receive_bytes(request(), CALLER)
+    core.message_received(request(), CALLER)
     (invite,) = to_flow(net.take(), edge)
     assert str(invite.uri) == "sip:bob@10.9.9.9:5060"
     assert invite.get_all("Route") == ["<sip:127.0.0.1:8000;lr>"]
@@ -446,7 +446,7 @@ def test_missing_max_forwards_is_added(tmp_path):
     core, clock, net = make_core(tmp_path)
     register(core, clock, "bob", CALLEE)
     data = request("MESSAGE").replace(b"Max-Forwards: 70\r\n", b"")
-    core.receive_bytes(data, CALLER)
+    core.message_received(data, CALLER)
     (fwd,) = to_flow(net.take(), CALLEE)
     assert fwd.max_forwards == 69
 
@@ -454,9 +454,9 @@ def test_missing_max_forwards_is_added(tmp_path):
 def test_invite_retransmission_is_absorbed(tmp_path):
     core, clock, net = make_core(tmp_path)
     register(core, clock, "bob", CALLEE)
-    core.receive_bytes(request(), CALLER)
+    core.message_received(request(), CALLER)
     net.take()
-    core.receive_bytes(request(), CALLER)
+    core.message_received(request(), CALLER)
     sent = net.take()
     assert statuses(to_flow(sent, CALLER)) == [100]  # the last provisional, again
     assert not to_flow(sent, CALLEE)
@@ -468,7 +468,7 @@ def test_invite_retransmission_is_absorbed(tmp_path):
 def test_received_is_added_with_rport_even_when_it_equals_the_sent_by_host(tmp_path):
     core, clock, net = make_core(tmp_path)
     register(core, clock, "bob", CALLEE)
-    core.receive_bytes(request(), CALLER)  # Via: SIP/2.0/UDP 127.0.0.1:6000;rport
+    core.message_received(request(), CALLER)  # Via: SIP/2.0/UDP 127.0.0.1:6000;rport
     (invite,) = to_flow(net.take(), CALLEE)
     theirs = invite.vias[1]
     assert theirs.host == "127.0.0.1"
@@ -479,11 +479,11 @@ def test_received_is_added_with_rport_even_when_it_equals_the_sent_by_host(tmp_p
 def test_without_rport_received_only_when_the_host_differs(tmp_path):
     core, clock, net = make_core(tmp_path)
     register(core, clock, "bob", CALLEE)
-    core.receive_bytes(request().replace(b";rport", b""), CALLER)
+    core.message_received(request().replace(b";rport", b""), CALLER)
     (invite,) = to_flow(net.take(), CALLEE)
     assert "received" not in invite.vias[1].params
     other = Flow("udp", PROXY, ("127.0.0.2", 6000))
-    core.receive_bytes(request(branch="z9hG4bKc9", call_id="call-9").replace(b";rport", b""),
+    core.message_received(request(branch="z9hG4bKc9", call_id="call-9").replace(b";rport", b""),
                        other)
     (invite,) = to_flow(net.take(), CALLEE)
     assert invite.vias[1].params.get("received") == "127.0.0.2"
@@ -500,7 +500,7 @@ def test_requests_go_to_the_registered_contact_not_the_register_source(tmp_path)
     its Contact (RFC 3261 §16.5)."""
     core, clock, net = make_core(tmp_path)
     put_binding(core, clock, "sip:bob@127.0.0.1:7005", CALLEE, bound=False)
-    core.receive_bytes(request(), CALLER)
+    core.message_received(request(), CALLER)
     sent = net.take()
     assert not to_flow(sent, CALLEE)
     (invite,) = [m for m, f in sent if f.remote == ("127.0.0.1", 7005)]
@@ -510,7 +510,7 @@ def test_requests_go_to_the_registered_contact_not_the_register_source(tmp_path)
 def test_a_flow_bound_binding_is_reached_over_its_flow(tmp_path):
     core, clock, net = make_core(tmp_path)
     put_binding(core, clock, "sip:bob@10.0.0.8:5060", CALLEE, bound=True)
-    core.receive_bytes(request(), CALLER)
+    core.message_received(request(), CALLER)
     (invite,) = to_flow(net.take(), CALLEE)
     assert str(invite.uri) == "sip:bob@10.0.0.8:5060"
 
@@ -519,13 +519,13 @@ def test_tcp_binding_reuses_its_connection_then_connects_to_the_contact(tmp_path
     core, clock, net = make_core(tmp_path)
     conn = Flow("tcp", PROXY, ("127.0.0.1", 45000), 5)
     put_binding(core, clock, "sip:bob@127.0.0.1:7010;transport=tcp", conn, bound=False)
-    core.receive_bytes(request(), CALLER)
+    core.message_received(request(), CALLER)
     (invite,) = to_flow(net.take(), conn)  # the live connection from the Contact's host
     assert invite.via.transport == "TCP"
     core.flow_closed(conn)
     net.dead.add(conn)
     assert core.location.lookup("sip:bob@reticulum.local", clock.seconds())  # still there
-    core.receive_bytes(request(branch="z9hG4bKc2", call_id="call-2"), CALLER)
+    core.message_received(request(branch="z9hG4bKc2", call_id="call-2"), CALLER)
     sent = net.take()
     (invite,) = [m for m, f in sent if f.remote == ("127.0.0.1", 7010) and f.transport == "tcp"]
     assert invite.method == "INVITE"
@@ -544,7 +544,7 @@ def test_timer_c_without_provisional_stops_the_invite_retransmissions(tmp_path):
     and the callee gets no more copies of the INVITE (and no CANCEL)."""
     core, clock, net = make_core(tmp_path, invite_timeout=3)
     register(core, clock, "bob", CALLEE)
-    core.receive_bytes(request(), CALLER)
+    core.message_received(request(), CALLER)
     assert [m.method for m in to_flow(net.take(), CALLEE)] == ["INVITE"]
     for _ in range(6):
         clock.advance(0.5)

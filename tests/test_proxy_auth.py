@@ -51,7 +51,7 @@ def challenge_for(net, name="Proxy-Authenticate"):
 
 def test_local_caller_is_challenged_with_one_md5_challenge(tmp_path):
     core, clock, net = make_core(tmp_path)
-    core.receive_bytes(request("MESSAGE", from_="<sip:alice@%s>;tag=a" % DOMAIN), CALLER)
+    core.message_received(request("MESSAGE", from_="<sip:alice@%s>;tag=a" % DOMAIN), CALLER)
     reply, challenges = challenge_for(net)
     assert reply.status == 407
     assert [parse_auth(c)[1]["algorithm"] for c in challenges] == ["MD5"]
@@ -60,12 +60,12 @@ def test_local_caller_is_challenged_with_one_md5_challenge(tmp_path):
 def test_our_credentials_are_removed_and_others_pass_through(tmp_path):
     core, clock, net = make_core(tmp_path)
     uri = "sip:bob@" + DOMAIN
-    core.receive_bytes(request("MESSAGE", from_="<sip:alice@%s>;tag=a" % DOMAIN), CALLER)
+    core.message_received(request("MESSAGE", from_="<sip:alice@%s>;tag=a" % DOMAIN), CALLER)
     _, challenges = challenge_for(net)
     ours = credentials(challenges[0], "alice", "alice-secret", "MESSAGE", uri)
     theirs = ('Proxy-Authorization: Digest username="alice", realm="elsewhere.example", '
               'nonce="x", uri="%s", response="00"' % uri)
-    core.receive_bytes(request("MESSAGE", branch="z9hG4bKc2", cseq=2,
+    core.message_received(request("MESSAGE", branch="z9hG4bKc2", cseq=2,
                                from_="<sip:alice@%s>;tag=a" % DOMAIN,
                                extra=ours + "\r\n" + theirs), CALLER)
     (fwd,) = to_flow(net.take(), CALLEE)
@@ -77,10 +77,10 @@ def test_wrong_password_and_unknown_user_look_the_same(tmp_path):
     uri = "sip:bob@" + DOMAIN
     replies = []
     for user, password in (("alice", "nope"), ("mallory", "nope")):
-        core.receive_bytes(request("MESSAGE", from_="<sip:%s@%s>;tag=a" % (user, DOMAIN),
+        core.message_received(request("MESSAGE", from_="<sip:%s@%s>;tag=a" % (user, DOMAIN),
                                    branch="z9hG4bK" + user), CALLER)
         _, challenges = challenge_for(net)
-        core.receive_bytes(request("MESSAGE", from_="<sip:%s@%s>;tag=a" % (user, DOMAIN),
+        core.message_received(request("MESSAGE", from_="<sip:%s@%s>;tag=a" % (user, DOMAIN),
                                    branch="z9hG4bK2" + user, cseq=2,
                                    extra=credentials(challenges[0], user, password, "MESSAGE",
                                                      uri)), CALLER)
@@ -92,9 +92,9 @@ def test_wrong_password_and_unknown_user_look_the_same(tmp_path):
 def test_someone_elses_from_is_refused(tmp_path):
     core, clock, net = make_core(tmp_path)
     uri = "sip:bob@" + DOMAIN
-    core.receive_bytes(request("MESSAGE", from_="<sip:bob@%s>;tag=a" % DOMAIN), CALLER)
+    core.message_received(request("MESSAGE", from_="<sip:bob@%s>;tag=a" % DOMAIN), CALLER)
     _, challenges = challenge_for(net)
-    core.receive_bytes(request("MESSAGE", branch="z9hG4bKc2", cseq=2,
+    core.message_received(request("MESSAGE", branch="z9hG4bKc2", cseq=2,
                                from_="<sip:bob@%s>;tag=a" % DOMAIN,
                                extra=credentials(challenges[0], "alice", "alice-secret",
                                                  "MESSAGE", uri)), CALLER)
@@ -108,16 +108,16 @@ def test_in_dialog_requests_through_our_route_are_not_challenged(tmp_path):
         "call-1", "127.0.0.1:7000")
     bye = request("BYE", "sip:bob@127.0.0.1:7000", from_="<sip:alice@%s>;tag=a" % DOMAIN,
                   to="<sip:bob@%s>;tag=b" % DOMAIN, extra=route)
-    core.receive_bytes(bye, CALLER)
+    core.message_received(bye, CALLER)
     (fwd,) = to_flow(net.take(), CALLEE)
     assert fwd.method == "BYE"
 
 
 def test_ack_and_cancel_are_never_challenged(tmp_path):
     core, clock, net = make_core(tmp_path)
-    core.receive_bytes(request("CANCEL", from_="<sip:alice@%s>;tag=a" % DOMAIN), CALLER)
+    core.message_received(request("CANCEL", from_="<sip:alice@%s>;tag=a" % DOMAIN), CALLER)
     assert statuses(to_flow(net.take(), CALLER)) == [481]
-    core.receive_bytes(request("ACK", "sip:bob@127.0.0.1:7000",
+    core.message_received(request("ACK", "sip:bob@127.0.0.1:7000",
                                from_="<sip:alice@%s>;tag=a" % DOMAIN,
                                to="<sip:bob@%s>;tag=b" % DOMAIN,
                                extra="Route: <sip:127.0.0.1:5060;lr>"), CALLER)
@@ -126,5 +126,5 @@ def test_ack_and_cancel_are_never_challenged(tmp_path):
 
 def test_foreign_caller_reaches_a_local_user_without_credentials(tmp_path):
     core, clock, net = make_core(tmp_path)
-    core.receive_bytes(request("MESSAGE"), CALLER)  # From carol@example.org
+    core.message_received(request("MESSAGE"), CALLER)  # From carol@example.org
     assert [m.method for m in to_flow(net.take(), CALLEE)] == ["MESSAGE"]

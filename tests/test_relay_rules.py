@@ -59,12 +59,12 @@ def final(sent, flow=CALLER):
 def authenticated(core, net, data_for, user="alice", password="alice-secret"):
     """Send the request data_for(extra) once, answer its 407, send it again with credentials;
     returns what was sent after the second one."""
-    core.receive_bytes(data_for("", 1), CALLER)
+    core.message_received(data_for("", 1), CALLER)
     challenge = final(net.take())
     assert challenge.status == 407
     sent_uri = str(parse(data_for("", 1)).uri)
     method = parse(data_for("", 1)).method
-    core.receive_bytes(data_for(credentials(challenge.get_all("Proxy-Authenticate")[0], user,
+    core.message_received(data_for(credentials(challenge.get_all("Proxy-Authenticate")[0], user,
                                             password, method, sent_uri), 2), CALLER)
     return net.take()
 
@@ -74,7 +74,7 @@ def authenticated(core, net, data_for, user="alice", password="alice-secret"):
 
 def _call_through(core, clock, net, caller_from="<sip:carol@example.org>;tag=f1"):
     bind(core, clock, "bob", CALLEE)
-    core.receive_bytes(request(from_=caller_from), CALLER)
+    core.message_received(request(from_=caller_from), CALLER)
     (invite,) = [m for m in to_flow(net.take(), CALLEE) if isinstance(m, Request)]
     return invite
 
@@ -97,7 +97,7 @@ def test_forged_route_in_a_made_up_dialog_is_not_relayed(tmp_path):
     for route in ("<sip:127.0.0.1:5060;lr>", "<sip:127.0.0.1:5060;lr;rtok=AAAAAAAAAAAAAAAA>",
                   "<sip:127.0.0.1:5060;lr;rtok=%C3%A9>", "<sip:127.0.0.1:5060;lr;rtok>",
                   "<sip:127.0.0.1:5060;lr;rtok=%s>" % core.proxy.tokens.token("other-call")):
-        core.receive_bytes(request("MESSAGE", "sip:victim@192.0.2.9", to="<sip:v@x.org>;tag=x",
+        core.message_received(request("MESSAGE", "sip:victim@192.0.2.9", to="<sip:v@x.org>;tag=x",
                                    extra="Route: " + route), CALLER)
         sent = net.take()
         assert not to_foreign(sent)
@@ -107,7 +107,7 @@ def test_forged_route_in_a_made_up_dialog_is_not_relayed(tmp_path):
 def _answered_call(core, clock, net):
     """A foreign caller's call to bob, answered: (what the callee got, what the caller got)."""
     invite = _call_through(core, clock, net)
-    core.receive_bytes(answer(invite, 200, "OK"), CALLEE)
+    core.message_received(answer(invite, 200, "OK"), CALLEE)
     (ok,) = [m for m in to_flow(net.take(), CALLER) if not isinstance(m, Request)
              and m.status == 200]
     return invite, ok
@@ -130,10 +130,10 @@ def test_the_dialog_token_opens_both_directions(tmp_path):
     # the foreign caller's BYE goes to the callee...
     bye = request("BYE", "sip:bob@127.0.0.1:7000", branch="z9hG4bKbye", cseq=2,
                   to="<sip:bob@%s>;tag=t1" % DOMAIN, extra="Route: " + ok.get("Record-Route"))
-    core.receive_bytes(bye, CALLER)
+    core.message_received(bye, CALLER)
     assert [m.method for m in to_flow(net.take(), CALLEE)] == ["BYE"]
     # ... and the local callee's request reaches the caller's Contact, unchallenged
-    core.receive_bytes(_info_from_bob("sip:carol@127.0.0.1:6000",
+    core.message_received(_info_from_bob("sip:carol@127.0.0.1:6000",
                                       invite.get("Record-Route")), CALLEE)
     assert [m.method for m in to_flow(net.take(), CALLER)] == ["INFO"]
 
@@ -146,7 +146,7 @@ def test_a_dialog_token_leads_only_to_the_other_side_of_its_dialog(tmp_path):
     for route in (ok.get("Record-Route"), invite.get("Record-Route")):
         message = request("MESSAGE", "sip:victim@192.0.2.9", branch="z9hG4bKm", cseq=3,
                           to="<sip:bob@%s>;tag=t1" % DOMAIN, extra="Route: " + route)
-        core.receive_bytes(message, CALLER)
+        core.message_received(message, CALLER)
         sent = net.take()
         assert not to_foreign(sent)
         assert statuses(to_flow(sent, CALLER)) == [403]
@@ -154,11 +154,11 @@ def test_a_dialog_token_leads_only_to_the_other_side_of_its_dialog(tmp_path):
         message = request("MESSAGE", "sip:bob@127.0.0.1:7000", branch="z9hG4bKn", cseq=4,
                           to="<sip:bob@%s>;tag=t1" % DOMAIN,
                           extra="Route: %s, <sip:192.0.2.9;lr>" % route)
-        core.receive_bytes(message, CALLER)
+        core.message_received(message, CALLER)
         sent = net.take()
         assert not to_foreign(sent)
     # bob's side, with the caller's token, cannot be pointed elsewhere either
-    core.receive_bytes(_info_from_bob("sip:carol@192.0.2.9", invite.get("Record-Route")),
+    core.message_received(_info_from_bob("sip:carol@192.0.2.9", invite.get("Record-Route")),
                        CALLEE)
     assert not to_foreign(net.take())
 
@@ -173,7 +173,7 @@ def test_the_token_survives_a_restart(tmp_path):
 def test_in_dialog_from_a_local_user_without_token_is_challenged(tmp_path):
     core, clock, net = make_core(tmp_path)
     bind(core, clock, "bob", CALLEE)
-    core.receive_bytes(request("BYE", "sip:bob@127.0.0.1:7000", from_=ALICE,
+    core.message_received(request("BYE", "sip:bob@127.0.0.1:7000", from_=ALICE,
                                to="<sip:bob@%s>;tag=b" % DOMAIN,
                                extra="Route: <sip:127.0.0.1:5060;lr>"), CALLER)
     sent = net.take()
@@ -184,9 +184,9 @@ def test_in_dialog_from_a_local_user_without_token_is_challenged(tmp_path):
 def test_in_dialog_from_a_stranger_without_token_reaches_only_local_users(tmp_path):
     core, clock, net = make_core(tmp_path)
     bind(core, clock, "bob", CALLEE)
-    core.receive_bytes(request("BYE", "sip:bob@127.0.0.1:7000", to="<sip:b@x>;tag=b"), CALLER)
+    core.message_received(request("BYE", "sip:bob@127.0.0.1:7000", to="<sip:b@x>;tag=b"), CALLER)
     assert [m.method for m in to_flow(net.take(), CALLEE)] == ["BYE"]
-    core.receive_bytes(request("BYE", "sip:x@192.0.2.9", to="<sip:b@x>;tag=b",
+    core.message_received(request("BYE", "sip:x@192.0.2.9", to="<sip:b@x>;tag=b",
                                branch="z9hG4bK2"), CALLER)
     sent = net.take()
     assert not to_foreign(sent) and statuses(to_flow(sent, CALLER)) == [403]
@@ -194,7 +194,7 @@ def test_in_dialog_from_a_stranger_without_token_reaches_only_local_users(tmp_pa
 
 def test_ack_without_token_is_not_relayed_to_a_foreign_hop(tmp_path):
     core, clock, net = make_core(tmp_path)
-    core.receive_bytes(request("ACK", "sip:x@192.0.2.9", from_=ALICE, to="<sip:x@y>;tag=1",
+    core.message_received(request("ACK", "sip:x@192.0.2.9", from_=ALICE, to="<sip:x@y>;tag=1",
                                extra="Route: <sip:127.0.0.1:5060;lr>"), CALLER)
     assert net.take() == []
 
@@ -207,7 +207,7 @@ def test_preloaded_route_to_a_foreign_hop_is_refused(tmp_path):
     bind(core, clock, "bob", CALLEE)
     for i, route in enumerate(("<sip:192.0.2.9;lr>", "<sip:192.0.2.9;transport=tcp;lr>",
                                "<sip:127.0.0.1:5060;lr>, <sip:192.0.2.9:5070;lr>")):
-        core.receive_bytes(request(branch="z9hG4bKp%d" % i, call_id="p%d" % i,
+        core.message_received(request(branch="z9hG4bKp%d" % i, call_id="p%d" % i,
                                    extra="Route: " + route), CALLER)
         sent = net.take()
         assert not to_foreign(sent) and not to_flow(sent, CALLEE)
@@ -231,7 +231,7 @@ def test_every_spelling_of_a_local_user_is_challenged(tmp_path):
     bind(core, clock, "bob", CALLEE)
     for i, host in enumerate(("reticulum.local.", "RETICULUM.LOCAL", "Reticulum.Local.",
                               "127.0.0.1", "127.0.0.1:5060", "localhost:5060")):
-        core.receive_bytes(request("MESSAGE", from_="<sip:alice@%s>;tag=a" % host,
+        core.message_received(request("MESSAGE", from_="<sip:alice@%s>;tag=a" % host,
                                    branch="z9hG4bKs%d" % i), CALLER)
         sent = net.take()
         assert not to_flow(sent, CALLEE), host
@@ -243,7 +243,7 @@ def test_our_address_names_a_local_user_with_or_without_port(tmp_path):
     bind(core, clock, "bob", CALLEE)
     for i, uri in enumerate(("sip:bob@127.0.0.1", "sip:bob@127.0.0.1:5060",
                              "sip:bob@RETICULUM.LOCAL.")):
-        core.receive_bytes(request("MESSAGE", uri, branch="z9hG4bKu%d" % i), CALLER)
+        core.message_received(request("MESSAGE", uri, branch="z9hG4bKu%d" % i), CALLER)
         (fwd,) = to_flow(net.take(), CALLEE)
         assert str(fwd.uri) == "sip:bob@127.0.0.1:7000"
 
@@ -263,12 +263,12 @@ def test_register_to_our_address_binds_the_first_domain(tmp_path):
                      "Max-Forwards: 70"] + ([extra.replace("Proxy-", "")] if extra else [])
             return ("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()
 
-        core.receive_bytes(register("", 1), CALLER)
+        core.message_received(register("", 1), CALLER)
         challenge = final(net.take())
         assert challenge.status == 401, (ruri, challenge.reason)
         auth = credentials(challenge.get_all("WWW-Authenticate")[0], "alice", "alice-secret",
                            "REGISTER", ruri)
-        core.receive_bytes(register(auth, 2), CALLER)
+        core.message_received(register(auth, 2), CALLER)
         assert final(net.take()).status == 200, ruri
     contacts = {b.contact for b in core.location.lookup("sip:alice@" + DOMAIN, clock.seconds())}
     assert contacts == {"sip:alice@127.0.0.1:6100", "sip:alice@127.0.0.1:6101",
@@ -289,15 +289,15 @@ def test_max_breadth_is_shared_among_parallel_branches(tmp_path):
     flows = [Flow("udp", PROXY, ("127.0.0.1", 7100 + i)) for i in range(3)]
     for flow in flows:
         bind(core, clock, "bob", flow)
-    core.receive_bytes(request(), CALLER)
+    core.message_received(request(), CALLER)
     sent = net.take()
     breadths = sorted(int(m.get("Max-Breadth")) for m, _ in sent if isinstance(m, Request))
     assert breadths == [20, 20, 20]
-    core.receive_bytes(request(branch="z9hG4bK2", call_id="c2", extra="Max-Breadth: 2"),
+    core.message_received(request(branch="z9hG4bK2", call_id="c2", extra="Max-Breadth: 2"),
                        CALLER)
     sent = net.take()
     assert sorted(int(m.get("Max-Breadth")) for m, _ in sent if isinstance(m, Request)) == [1, 1]
-    core.receive_bytes(request(branch="z9hG4bK3", call_id="c3", extra="Max-Breadth: 0"),
+    core.message_received(request(branch="z9hG4bK3", call_id="c3", extra="Max-Breadth: 0"),
                        CALLER)
     sent = net.take()
     assert not [m for m, _ in sent if isinstance(m, Request)]
@@ -307,10 +307,10 @@ def test_max_breadth_is_shared_among_parallel_branches(tmp_path):
 def test_a_single_target_keeps_the_breadth_and_gets_one_when_absent(tmp_path):
     core, clock, net = make_core(tmp_path)
     bind(core, clock, "bob", CALLEE)
-    core.receive_bytes(request("MESSAGE"), CALLER)
+    core.message_received(request("MESSAGE"), CALLER)
     (fwd,) = to_flow(net.take(), CALLEE)
     assert fwd.get("Max-Breadth") == "60"
-    core.receive_bytes(request("MESSAGE", branch="z9hG4bK2", extra="Max-Breadth: 7"), CALLER)
+    core.message_received(request("MESSAGE", branch="z9hG4bK2", extra="Max-Breadth: 7"), CALLER)
     (fwd,) = to_flow(net.take(), CALLEE)
     assert fwd.get("Max-Breadth") == "7"
 
@@ -328,7 +328,7 @@ def test_contact_pointing_at_this_server_is_refused(tmp_path):
     for n, contact in enumerate(("<sip:alice@127.0.0.1:5060>", "<sip:alice@127.0.0.1>",
                                  "<sip:alice@localhost:5060;x=1>",
                                  "<sip:alice@127.0.0.1:7000>, <sip:alice@127.0.0.1:5060>")):
-        core.receive_bytes(_register_plain(core, contact, n + 1), CALLER)
+        core.message_received(_register_plain(core, contact, n + 1), CALLER)
         reply = final(net.take())
         assert (reply.status, reply.reason) == (403, "Contact points to this server"), contact
     assert core.location.lookup("sip:alice@" + DOMAIN, clock.seconds()) == []
@@ -338,10 +338,10 @@ def test_max_contacts_refuses_more_and_keeps_what_is_there(tmp_path):
     core, clock, net = make_core(tmp_path, auth={"enabled": False},
                                  registrar={"max_contacts": 3})
     for n in range(1, 4):
-        core.receive_bytes(_register_plain(core, "<sip:alice@127.0.0.1:%d>" % (7000 + n), n),
+        core.message_received(_register_plain(core, "<sip:alice@127.0.0.1:%d>" % (7000 + n), n),
                            CALLER)
         assert final(net.take()).status == 200
-    core.receive_bytes(_register_plain(core, "<sip:alice@127.0.0.1:7009>", 10), CALLER)
+    core.message_received(_register_plain(core, "<sip:alice@127.0.0.1:7009>", 10), CALLER)
     reply = final(net.take())
     assert (reply.status, reply.reason) == (503, "Too many registered contacts")
     assert 3590 <= int(reply.get("Retry-After")) <= 3600
@@ -349,9 +349,9 @@ def test_max_contacts_refuses_more_and_keeps_what_is_there(tmp_path):
     assert sorted(b.contact for b in kept) == ["sip:alice@127.0.0.1:%d" % p
                                                for p in (7001, 7002, 7003)]
     # refreshing one of them, or swapping one for another, stays possible
-    core.receive_bytes(_register_plain(core, "<sip:alice@127.0.0.1:7001>", 11), CALLER)
+    core.message_received(_register_plain(core, "<sip:alice@127.0.0.1:7001>", 11), CALLER)
     assert final(net.take()).status == 200
-    core.receive_bytes(_register_plain(core, "<sip:alice@127.0.0.1:7001>;expires=0, "
+    core.message_received(_register_plain(core, "<sip:alice@127.0.0.1:7001>;expires=0, "
                                              "<sip:alice@127.0.0.1:7009>", 12), CALLER)
     assert final(net.take()).status == 200
 
@@ -363,19 +363,19 @@ def test_challenge_goes_out_once_and_its_ack_is_absorbed(tmp_path):
     core, clock, net = make_core(tmp_path)
     bind(core, clock, "bob", CALLEE)
     invite = request(from_=ALICE)
-    core.receive_bytes(invite, CALLER)
+    core.message_received(invite, CALLER)
     sent = net.take()
     assert statuses(to_flow(sent, CALLER)) == [407]  # no 100 Trying before it
     assert len(core.transactions) == 0
     for _ in range(40):
         clock.advance(1)
     assert net.take() == []  # never retransmitted
-    core.receive_bytes(invite, CALLER)  # the caller's retransmission: the same answer again
+    core.message_received(invite, CALLER)  # the caller's retransmission: the same answer again
     again = final(net.take())
     first = final(sent)
     assert again.status == 407 and again.to.tag == first.to.tag
     ack = request("ACK", to="<sip:bob@%s>;tag=%s" % (DOMAIN, first.to.tag), from_=ALICE)
-    core.receive_bytes(ack, CALLER)
+    core.message_received(ack, CALLER)
     assert net.take() == []
 
 
@@ -384,7 +384,7 @@ def test_refusals_of_strangers_are_stateless(tmp_path):
     for data in (request(ruri="sip:x@192.0.2.9"),  # relaying
                  request(ruri="sip:nobody@%s" % DOMAIN),  # 404
                  request(ruri="sip:bob@%s" % DOMAIN, call_id="c2")):  # 480
-        core.receive_bytes(data, CALLER)
+        core.message_received(data, CALLER)
         sent = net.take()
         assert len(statuses(to_flow(sent, CALLER))) == 1
         assert len(core.transactions) == 0
@@ -396,7 +396,7 @@ def test_accepted_invite_is_still_stateful(tmp_path):
     core, clock, net = make_core(tmp_path)
     invite = _call_through(core, clock, net)
     assert core.transactions.server_count == 1
-    core.receive_bytes(answer(invite, 486, "Busy Here"), CALLEE)
+    core.message_received(answer(invite, 486, "Busy Here"), CALLEE)
     sent = net.take()
     assert statuses(to_flow(sent, CALLER)) == [486]
     clock.advance(0.6)
@@ -408,7 +408,7 @@ def test_a_refusal_is_an_event_with_its_rule(tmp_path):
     seen = []
     events.subscribe(seen.append)
     try:
-        core.receive_bytes(request(ruri="sip:x@192.0.2.9"), CALLER)
+        core.message_received(request(ruri="sip:x@192.0.2.9"), CALLER)
     finally:
         events.unsubscribe(seen.append)
     (refused,) = [e for e in seen if e["type"] == "refused"]

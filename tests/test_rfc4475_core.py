@@ -72,7 +72,7 @@ def test_torture_message(tmp_path, name):
     expected = EXPECTED[name]
     core, clock, net = make_core(tmp_path, auth=(name == "regaut01.dat"))
     data = (TORTURE / name).read_bytes()
-    core.receive_bytes(data, PEER)
+    core.message_received(data, PEER)
     sent = net.take()
     answers = [m.status for m, flow in sent if not isinstance(m, Request)
                and flow.remote != CALLEE.remote]

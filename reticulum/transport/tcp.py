@@ -73,7 +73,7 @@ class StreamProtocol(Protocol):
                 if guard is not None:
                     guard.message_done()
                 try:
-                    core.receive_bytes(payload, flow)
+                    core.message_received(payload, flow)
                 except Exception:
                     log.failure("core failed on a message from {flow}", flow=str(flow))
             elif kind is PING:
@@ -88,7 +88,7 @@ class StreamProtocol(Protocol):
                     if kind is TOO_LARGE:
                         core.message_too_large(payload, flow)
                     elif kind is BAD_FRAMING:
-                        core.receive_bytes(payload, flow)
+                        core.message_received(payload, flow)
                 except Exception:
                     log.failure("core failed on a message from {flow}", flow=str(flow))
                 self.transport.loseConnection()

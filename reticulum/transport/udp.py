@@ -54,7 +54,7 @@ class UDPProtocol(DatagramProtocol):
             if len(data) > limit:
                 core.message_too_large(message_head(data, limit), flow)
             else:
-                core.receive_bytes(data, flow)
+                core.message_received(data, flow)
         except Exception:
             log.failure("core failed on a datagram from {flow}", flow=str(flow))
 

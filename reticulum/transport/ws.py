@@ -146,7 +146,7 @@ class SIPWebSocketProtocol(WebSocketServerProtocol):
             if len(payload) > t.max_message_size:
                 core.message_too_large(message_head(payload, t.max_message_size), flow)
             else:
-                core.receive_bytes(payload, flow)
+                core.message_received(payload, flow)
         except Exception:
             log.failure("core failed on a message from {flow}", flow=str(flow))
 

@@ -24,7 +24,7 @@ class FakeCore:
         if self.fail:
             raise RuntimeError("core exploded")
 
-    def receive_bytes(self, data, flow) -> None:
+    def message_received(self, data, flow) -> None:
         self._record("receive", data, flow)
 
     def message_too_large(self, head, flow) -> None:

@@ -32,7 +32,7 @@ class EchoCore:
     def __init__(self, transports: Transports) -> None:
         self.transports = transports
 
-    def receive_bytes(self, data: bytes, flow) -> None:
+    def message_received(self, data: bytes, flow) -> None:
         emit(event="receive", flow=describe(flow), size=len(data), data=data[:200].decode("latin-1"))
         if data.startswith(b"SENDTO "):
             line, _, rest = data.partition(b"\n")
