@@ -222,34 +222,34 @@ class ClientTransaction(Transaction):
 
     def _on_timer_a(self) -> None:
         self._retransmit = None
-        self._step(TIMER_A)
+        self.step(TIMER_A)
 
     def _on_timer_e(self) -> None:
         self._retransmit = None
-        self._step(TIMER_E)
+        self.step(TIMER_E)
 
     def _on_timer_b(self) -> None:
         self._timeout = None
-        self._step(TIMER_B)
+        self.step(TIMER_B)
 
     def _on_timer_f(self) -> None:
         self._timeout = None
-        self._step(TIMER_F)
+        self.step(TIMER_F)
 
     def _on_timer_d(self) -> None:
         self._timeout = None
-        self._step(TIMER_D)
+        self.step(TIMER_D)
 
     def _on_timer_k(self) -> None:
         self._timeout = None
-        self._step(TIMER_K)
+        self.step(TIMER_K)
 
     def _on_timer_m(self) -> None:
         self._timeout = None
-        self._step(TIMER_M)
+        self.step(TIMER_M)
 
     def _on_transport_error(self) -> None:
-        self._step(TRANSPORT_ERROR)
+        self.step(TRANSPORT_ERROR)
 
     # -- actions
 

@@ -34,7 +34,7 @@ from reticulum.transaction.keys import (
     Address, address_of, response_branch, same_destination, server_key,
 )
 from reticulum.transaction.machine import (
-    CANCELLED, TRANSPORT_ERROR, TransactionStateError, response_event,
+    ACK, CANCELLED, REQUEST, TRANSPORT_ERROR, TransactionStateError, response_event,
 )
 from reticulum.transaction.server import ServerTransaction
 from reticulum.transaction.timers import TimerQueues, Timers
@@ -114,11 +114,7 @@ class TransactionLayer:
             return False
         if not rfc3261 and not st.legacy_match(request):
             return False
-        try:
-            return st.receive(request)
-        except TransactionStateError as error:
-            self.refused(error)
-            return True
+        return st.step(ACK if method == "ACK" else REQUEST, request)
 
     def new_server(self, request: Request, response_dest: Destination,
                    tu: Any) -> ServerTransaction:
@@ -175,10 +171,7 @@ class TransactionLayer:
         if method == "CANCEL":
             invite = self._clients.get(branch)
             if invite is not None and invite.is_invite:
-                try:
-                    invite.fire(CANCELLED)
-                except TransactionStateError as error:
-                    self.refused(error)
+                invite.step(CANCELLED)
         ct.start()
         return ct
 
@@ -191,10 +184,7 @@ class TransactionLayer:
         ct = (self._cancels if method == "CANCEL" else self._clients).get(branch)
         if ct is None or ct.method != method:
             return False
-        try:
-            ct.fire(response_event(response.status), response)
-        except TransactionStateError as error:
-            self.refused(error)
+        ct.step(response_event(response.status), response)
         return True
 
     def transport_error(self, dest: Destination) -> None:
@@ -210,10 +200,7 @@ class TransactionLayer:
                 if table.get(ct.key) is ct and same_destination(ct.dest, dest):
                     failed.append(ct)
         for ct in failed:
-            try:
-                ct.fire(TRANSPORT_ERROR)
-            except TransactionStateError as error:
-                self.refused(error)
+            ct.step(TRANSPORT_ERROR)
 
     def stop(self) -> None:
         """Terminate every transaction (shutdown): timers cancelled, no timeout callbacks."""

@@ -14,8 +14,9 @@ transaction class; it may return
 Entering ``terminated`` always ends the transaction (timers stopped, the layer forgets it,
 the TU hears ``*_terminated``), even when an action raised.
 
-An event the table does not list for the current state raises `TransactionStateError`; the
-layer catches it, logs it once and carries on. `describe` draws a table as text: the module
+An event the table does not list for the current state raises `TransactionStateError` from
+`fire`; `step`, the way in for the TU, the wire and the clock, hands it to the layer, which
+logs it once, and nothing else happens. `describe` draws a table as text: the module
 docstrings of `client` and `server` show those drawings, and a test checks that they match.
 """
 from __future__ import annotations
@@ -188,12 +189,14 @@ class Transaction:
         """End the transaction now (no callback other than ``*_terminated``)."""
         self.fire(TERMINATE)
 
-    def _step(self, event: str) -> None:
-        """`fire` for events from the clock: a refusal is the layer's to log."""
+    def step(self, event: str, message: Any = None) -> bool:
+        """`fire` for events from the TU, the wire and the clock: an event the state does
+        not allow is handed to the layer, which logs it, and nothing else happens."""
         try:
-            self.fire(event)
+            return self.fire(event, message)
         except TransactionStateError as error:
             self.layer.refused(error)
+            return True
 
     # -- actions both sides use
 

@@ -58,7 +58,7 @@ from reticulum.transaction.keys import legacy_to_tag_matches
 from reticulum.transaction.machine import (
     ACCEPTED, ACK, COMPLETED, CONFIRMED, NO_FINAL, PROCEEDING, R1XX, R2XX, R3XX, REQUEST,
     TERMINATE, TERMINATED, TIMER_G, TIMER_H, TIMER_I, TIMER_J, TIMER_L, TRYING, Host, Table,
-    Transaction, TransactionStateError, compile_table, response_event, tell,
+    Transaction, compile_table, response_event, tell,
 )
 
 __all__ = ["ServerTransaction", "INVITE_SERVER", "NON_INVITE_SERVER"]
@@ -175,17 +175,9 @@ class ServerTransaction(Transaction):
     def respond(self, response: Response) -> None:
         """Send a response through this transaction (the table decides what it means); one
         the state does not allow is logged by the layer and not sent."""
-        try:
-            self.fire(response_event(response.status), response)
-        except TransactionStateError as error:
-            self.layer.refused(error)
+        self.step(response_event(response.status), response)
 
     # -- the layer's side
-
-    def receive(self, request: Request) -> bool:
-        """A retransmission of the request, or an ACK: True when absorbed. Raises
-        `TransactionStateError` for an event the state does not allow."""
-        return self.fire(ACK if request.method == "ACK" else REQUEST, request)
 
     def legacy_match(self, request: Request) -> bool:
         """RFC 2543 matching: the To tag test that the key leaves out."""
@@ -195,27 +187,27 @@ class ServerTransaction(Transaction):
 
     def _on_timer_g(self) -> None:
         self._retransmit = None
-        self._step(TIMER_G)
+        self.step(TIMER_G)
 
     def _on_timer_h(self) -> None:
         self._timeout = None
-        self._step(TIMER_H)
+        self.step(TIMER_H)
 
     def _on_timer_i(self) -> None:
         self._timeout = None
-        self._step(TIMER_I)
+        self.step(TIMER_I)
 
     def _on_timer_j(self) -> None:
         self._timeout = None
-        self._step(TIMER_J)
+        self.step(TIMER_J)
 
     def _on_timer_l(self) -> None:
         self._timeout = None
-        self._step(TIMER_L)
+        self.step(TIMER_L)
 
     def _on_no_final(self) -> None:
         self._timeout = None
-        self._step(NO_FINAL)
+        self.step(NO_FINAL)
 
     # -- actions
 

@@ -109,9 +109,6 @@ class Timer:
     def active(self) -> bool:
         return self.func is not None
 
-    def getTime(self) -> float:
-        return self.when
-
     def cancel(self) -> None:
         if self.func is not None:
             self.func = None

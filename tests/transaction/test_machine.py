@@ -86,7 +86,7 @@ def test_a_refused_event_is_logged_once_and_changes_nothing():
     assert len(lines) == 1
     assert "3xx-6xx" in lines[0] and "completed" in lines[0]
     # a timer the state does not expect goes the same way (the clock never sees an error)
-    st._step(TIMER_H)
+    assert st.step(TIMER_H) is True
     assert st.state == "completed" and len(lines) == 2
     clock.advance(64 * T1)
     assert st.state == "terminated" and tu.names() == ["server_terminated"]
