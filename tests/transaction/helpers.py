@@ -12,13 +12,13 @@ T64 = 64 * T1
 
 
 class Dest:
-    def __init__(self, reliable=False, transport=None, host="192.0.2.9", port=5060, conn=None):
+    """Shaped like reticulum.addresses.Target: an address to send to, no connection."""
+
+    def __init__(self, reliable=False, transport=None, host="192.0.2.9", port=5060):
         self.reliable = reliable
         self.transport = transport or ("tcp" if reliable else "udp")
         self.host = host
         self.port = port
-        if conn is not None:
-            self.conn = conn
 
     def __repr__(self):
         return "Dest(%s %s:%s)" % (self.transport, self.host, self.port)
