@@ -46,11 +46,11 @@ from twisted.logger import Logger
 
 from reticulum import events
 from reticulum.addresses import Flow, ListeningPoint, hostport as _hostport
-from reticulum.transport import tls
 from reticulum.transport.connection import Connection, PendingConnection
 from reticulum.transport.limits import ConnectionLimits, GuardFactory, RESERVED_FILES, default_max_connections, open_files_limit
 from reticulum.transport.sink import Delivery, Sink
 from reticulum.transport.tcp import StreamClientFactory, StreamServerFactory
+from reticulum.transport.tls import client_factory as tls_client_factory, server_factory as tls_server_factory
 from reticulum.transport.udp import MAX_DATAGRAM, UDPProtocol
 
 __all__ = ["Transports", "BindError", "SUPPORTED_LISTEN"]
@@ -253,17 +253,17 @@ class Transports:
         return self._tls
 
     def _listen_tls(self, host: str, port: int) -> None:
-        self._listen_tcp(host, port, tls.server_factory(self, self.tls_contexts()), "tls")
+        self._listen_tcp(host, port, tls_server_factory(self, self.tls_contexts()), "tls")
 
     def _listen_ws(self, host: str, port: int, contexts: Any = None) -> None:
         # imported here, not above: importing autobahn's Twisted side picks Twisted as
         # txaio's one framework for the whole process, which only a ws listener may do
         # (the tests drive asyncio WebSocket clients in the same process as the table)
-        from reticulum.transport import ws
+        from reticulum.transport.ws import site_factory
 
         name = "ws" if contexts is None else "wss"
         config = self.config
-        factory = ws.site_factory(self, name, host, port, config.websocket, config.domains, self.reactor, contexts)
+        factory = site_factory(self, name, host, port, config.websocket, config.domains, self.reactor, contexts)
         self._listen_tcp(host, port, factory, name)
 
     def _listen_wss(self, host: str, port: int) -> None:
@@ -435,7 +435,7 @@ class Transports:
         try:
             factory: Any = StreamClientFactory(self, pending)
             if transport == "tls":
-                factory = tls.client_factory(self, pending, self.tls_contexts(), server_name or host)
+                factory = tls_client_factory(self, pending, self.tls_contexts(), server_name or host)
             pending.connector = self.reactor.connectTCP(host, port, factory, timeout=self.connect_timeout)
         except Exception as e:
             log.warn("{flow}: cannot connect: {error}", flow=str(flow), error=e)
