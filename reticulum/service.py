@@ -285,7 +285,6 @@ class ReticulumService(MultiService):
                     accounts=cluster.accounts if cluster else None)
         core.cluster = cluster
         self.dns.start()
-        transports.attach(core)
         self.transports = transports
         self.core = core
         try:
@@ -294,7 +293,7 @@ class ReticulumService(MultiService):
             raise StartupError("cannot open the database in state_dir %s: %s" % (config.state_dir, e)) from None
         tune_gc()
         try:
-            transports.listen()
+            transports.listen(core)
         except BindError as e:
             try:
                 core.stop()
