@@ -9,17 +9,16 @@ response rather than the request's.
 
 Client side (§17.1.3): the top Via's branch (ours) and the CSeq method; the layer keys its
 client tables by branch (CANCEL in a table of its own, it shares the INVITE's branch) and
-compares the method.
+compares the method (`TransactionLayer.handle_response`, on every response's path).
 """
 from __future__ import annotations
 
 from typing import Optional, Tuple
 
 from reticulum.addresses import Destination, Flow
-from reticulum.sip import MAGIC_COOKIE, Request, Response
+from reticulum.sip import MAGIC_COOKIE, Request
 
-__all__ = ["server_key", "legacy_to_tag_matches", "response_branch", "Address", "address_of",
-           "same_destination"]
+__all__ = ["server_key", "legacy_to_tag_matches", "Address", "address_of", "same_destination"]
 
 #: (transport, host, port) of a destination: what a transport error is matched on
 Address = Tuple[str, str, int]
@@ -59,14 +58,11 @@ def legacy_to_tag_matches(request: Request, invite: bool, to_tag: Optional[str],
     return tag == to_tag
 
 
-def response_branch(response: Response) -> Optional[str]:
-    """§17.1.3: the branch of the top Via, which names our client transaction (None: none)."""
-    via = response.via
-    return via.branch if via is not None else None
-
-
 def address_of(dest: Destination) -> Address:
     """(transport, host, port) of a Flow (its remote end) or a Target."""
+    if isinstance(dest, Flow):
+        host, port = dest.remote
+        return (dest.transport.lower(), host, port)
     return (dest.transport.lower(), dest.host, dest.port)
 
 

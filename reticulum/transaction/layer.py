@@ -31,10 +31,10 @@ from reticulum.addresses import Destination
 from reticulum.sip import Request, Response
 from reticulum.transaction.client import ClientTransaction
 from reticulum.transaction.keys import (
-    Address, address_of, response_branch, same_destination, server_key,
+    Address, address_of, same_destination, server_key,
 )
 from reticulum.transaction.machine import (
-    ACK, CANCELLED, REQUEST, TRANSPORT_ERROR, TransactionStateError, response_event,
+    ACK, CANCELLED, R1XX, R2XX, R3XX, REQUEST, TRANSPORT_ERROR, TransactionStateError,
 )
 from reticulum.transaction.server import ServerTransaction
 from reticulum.transaction.timers import TimerQueues, Timers
@@ -114,7 +114,11 @@ class TransactionLayer:
             return False
         if not rfc3261 and not st.legacy_match(request):
             return False
-        return st.step(ACK if method == "ACK" else REQUEST, request)
+        try:  # step(), written out: this is every request's path
+            return st.fire(ACK if method == "ACK" else REQUEST, request)
+        except TransactionStateError as error:
+            self.refused(error)
+            return True
 
     def new_server(self, request: Request, response_dest: Destination,
                    tu: Any) -> ServerTransaction:
@@ -177,14 +181,19 @@ class TransactionLayer:
 
     def handle_response(self, response: Response) -> bool:
         """§17.1.3: give a response to its client transaction. False when none matches."""
-        branch = response_branch(response)
+        via = response.via
+        branch = via.branch if via is not None else None
         if not branch:
             return False
         method = response.cseq.method
         ct = (self._cancels if method == "CANCEL" else self._clients).get(branch)
         if ct is None or ct.method != method:
             return False
-        ct.step(response_event(response.status), response)
+        status = response.status
+        try:  # step(), written out: this is every response's path
+            ct.fire(R1XX if status < 200 else R2XX if status < 300 else R3XX, response)
+        except TransactionStateError as error:
+            self.refused(error)
         return True
 
     def transport_error(self, dest: Destination) -> None:

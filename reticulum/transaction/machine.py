@@ -28,7 +28,6 @@ from reticulum.transaction.timers import Timer, Timers
 
 __all__ = [
     "TransactionStateError", "Transaction", "Table", "compile_table", "describe",
-    "response_event",
     "TRYING", "CALLING", "PROCEEDING", "COMPLETED", "CONFIRMED", "ACCEPTED", "TERMINATED",
 ]
 
@@ -70,10 +69,6 @@ Table = Mapping[str, Mapping[str, Tuple[str, Tuple[str, ...]]]]
 Action = Callable[[Any, Any], Any]
 #: the table as run: the action names turned into the class's methods
 Compiled = Dict[str, Dict[str, Tuple[str, Tuple[Action, ...]]]]
-
-
-def response_event(status: int) -> str:
-    return R1XX if status < 200 else R2XX if status < 300 else R3XX
 
 
 class TransactionStateError(Exception):

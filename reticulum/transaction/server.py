@@ -7,13 +7,13 @@ if its TU never answers (``no final``, 128*T1).
 
 INVITE server (INVITE_SERVER)::
 
-    proceeding  1xx              -> proceeding  keep, send
-    proceeding  2xx              -> accepted    keep, send, remember_to_tag, linger, start_l
-    proceeding  3xx-6xx          -> completed   keep, send, remember_to_tag, linger, start_g, start_h
+    proceeding  1xx              -> proceeding  send
+    proceeding  2xx              -> accepted    send, remember_to_tag, linger, start_l
+    proceeding  3xx-6xx          -> completed   send, remember_to_tag, linger, start_g, start_h
     proceeding  request          -> proceeding  resend
     proceeding  ACK              -> proceeding  -
     proceeding  terminate        -> terminated  -
-    accepted    2xx              -> accepted    keep, send, forget_parsed
+    accepted    2xx              -> accepted    send, forget_parsed
     accepted    request          -> accepted    -
     accepted    ACK              -> accepted    pass_on
     accepted    timer L          -> terminated  -
@@ -31,15 +31,15 @@ INVITE server (INVITE_SERVER)::
 
 non-INVITE server (NON_INVITE_SERVER)::
 
-    trying      1xx              -> proceeding  keep, send
-    trying      2xx              -> completed   keep, send, stop_timers, linger, start_j
-    trying      3xx-6xx          -> completed   keep, send, stop_timers, linger, start_j
+    trying      1xx              -> proceeding  send
+    trying      2xx              -> completed   send, stop_timers, linger, start_j
+    trying      3xx-6xx          -> completed   send, stop_timers, linger, start_j
     trying      request          -> trying      -
     trying      no final         -> terminated  log_unanswered
     trying      terminate        -> terminated  -
-    proceeding  1xx              -> proceeding  keep, send
-    proceeding  2xx              -> completed   keep, send, stop_timers, linger, start_j
-    proceeding  3xx-6xx          -> completed   keep, send, stop_timers, linger, start_j
+    proceeding  1xx              -> proceeding  send
+    proceeding  2xx              -> completed   send, stop_timers, linger, start_j
+    proceeding  3xx-6xx          -> completed   send, stop_timers, linger, start_j
     proceeding  request          -> proceeding  resend
     proceeding  no final         -> terminated  log_unanswered
     proceeding  terminate        -> terminated  -
@@ -58,25 +58,25 @@ from reticulum.transaction.keys import legacy_to_tag_matches
 from reticulum.transaction.machine import (
     ACCEPTED, ACK, COMPLETED, CONFIRMED, NO_FINAL, PROCEEDING, R1XX, R2XX, R3XX, REQUEST,
     TERMINATE, TERMINATED, TIMER_G, TIMER_H, TIMER_I, TIMER_J, TIMER_L, TRYING, Host, Table,
-    Transaction, compile_table, response_event, tell,
+    Transaction, TransactionStateError, compile_table, tell,
 )
 
 __all__ = ["ServerTransaction", "INVITE_SERVER", "NON_INVITE_SERVER"]
 
 _END = (TERMINATED, ())
-_FINAL_NON_INVITE = (COMPLETED, ("keep", "send", "stop_timers", "linger", "start_j"))
+_FINAL_NON_INVITE = (COMPLETED, ("send", "stop_timers", "linger", "start_j"))
 
 INVITE_SERVER: Table = {
     PROCEEDING: {
-        R1XX: (PROCEEDING, ("keep", "send")),
-        R2XX: (ACCEPTED, ("keep", "send", "remember_to_tag", "linger", "start_l")),
-        R3XX: (COMPLETED, ("keep", "send", "remember_to_tag", "linger", "start_g", "start_h")),
+        R1XX: (PROCEEDING, ("send",)),
+        R2XX: (ACCEPTED, ("send", "remember_to_tag", "linger", "start_l")),
+        R3XX: (COMPLETED, ("send", "remember_to_tag", "linger", "start_g", "start_h")),
         REQUEST: (PROCEEDING, ("resend",)),
         ACK: (PROCEEDING, ()),  # an ACK for nothing: absorbed
         TERMINATE: _END,
     },
     ACCEPTED: {  # RFC 6026 §7.1: the TU retransmits its 2xx; ACKs go on to the proxy
-        R2XX: (ACCEPTED, ("keep", "send", "forget_parsed")),
+        R2XX: (ACCEPTED, ("send", "forget_parsed")),
         REQUEST: (ACCEPTED, ()),
         ACK: (ACCEPTED, ("pass_on",)),
         TIMER_L: _END,
@@ -102,7 +102,7 @@ INVITE_SERVER: Table = {
 
 NON_INVITE_SERVER: Table = {
     TRYING: {
-        R1XX: (PROCEEDING, ("keep", "send")),
+        R1XX: (PROCEEDING, ("send",)),
         R2XX: _FINAL_NON_INVITE,
         R3XX: _FINAL_NON_INVITE,
         REQUEST: (TRYING, ()),  # absorbed without an answer
@@ -110,7 +110,7 @@ NON_INVITE_SERVER: Table = {
         TERMINATE: _END,
     },
     PROCEEDING: {
-        R1XX: (PROCEEDING, ("keep", "send")),
+        R1XX: (PROCEEDING, ("send",)),
         R2XX: _FINAL_NON_INVITE,
         R3XX: _FINAL_NON_INVITE,
         REQUEST: (PROCEEDING, ("resend",)),
@@ -175,7 +175,11 @@ class ServerTransaction(Transaction):
     def respond(self, response: Response) -> None:
         """Send a response through this transaction (the table decides what it means); one
         the state does not allow is logged by the layer and not sent."""
-        self.step(response_event(response.status), response)
+        status = response.status
+        try:  # step(), written out: this is every response's path
+            self.fire(R1XX if status < 200 else R2XX if status < 300 else R3XX, response)
+        except TransactionStateError as error:
+            self.layer.refused(error)
 
     # -- the layer's side
 
@@ -211,10 +215,9 @@ class ServerTransaction(Transaction):
 
     # -- actions
 
-    def _keep(self, response: Response) -> None:
-        self.last_response = response
-
     def _send(self, response: Response) -> None:
+        """Out it goes, and it is the one retransmissions of the request get."""
+        self.last_response = response
         self.layer.send(response, self.response_dest)
 
     def _resend(self, message: Any) -> None:
