@@ -107,7 +107,7 @@ INVITE_CLIENT: Table = {
         CANCELLED: (PROCEEDING, ("start_cancel_guard",)),
         TERMINATE: _END,
     },
-    ACCEPTED: {  # RFC 6026 §8.4: every 2xx (retransmission or fork) goes to the TU
+    ACCEPTED: {  # RFC 6026: every 2xx (retransmission or fork) goes to the TU
         R1XX: (ACCEPTED, ()),
         R2XX: (ACCEPTED, ("report", "forget_parsed")),
         R3XX: (ACCEPTED, ()),
@@ -193,7 +193,7 @@ class ClientTransaction(Transaction):
         self.request: Optional[Request] = request
         self.key = branch
         self.dest = dest
-        self.reliable = bool(getattr(dest, "reliable", False))
+        self.reliable = bool(dest.reliable)
         self.last_response: Optional[Response] = None
         self.ack: Optional[Request] = None  # the ACK we built for a 3xx-6xx response
         self.address: Address = address_of(dest)  # the layer's index key

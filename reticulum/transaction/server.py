@@ -157,7 +157,7 @@ class ServerTransaction(Transaction):
         self.request: Optional[Request] = request
         self.key = key
         self.response_dest = response_dest
-        self.reliable = bool(getattr(response_dest, "reliable", False))
+        self.reliable = bool(response_dest.reliable)
         self.last_response: Optional[Response] = None
         # RFC 2543 matching only: the request's To tag, and the one of our final response
         self.to_tag: Optional[str] = None if rfc3261 else request.to.tag
