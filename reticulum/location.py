@@ -34,13 +34,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from reticulum import events
+from reticulum.addresses import STREAM_TRANSPORTS, Flow
 from reticulum.config import DATABASE_FILE
-
-if TYPE_CHECKING:  # pragma: no cover
-    from reticulum.addresses import Flow
 
 __all__ = [
     "Binding",
@@ -50,7 +48,7 @@ __all__ = [
 ]
 
 
-_CONNECTION_TRANSPORTS = frozenset({"tcp", "tls", "ws", "wss"})
+_CONNECTION_TRANSPORTS = frozenset(STREAM_TRANSPORTS)
 
 
 def _emit(log: Any, level: str, message: str) -> None:
@@ -99,9 +97,6 @@ class Binding:
         # round() first so float noise such as 3600.0000001 does not turn into 3601
         return max(0, int(math.ceil(round(left, 6))))
 
-    def is_live(self, now: float) -> bool:
-        return self.expires_at > now
-
     @property
     def tied_to_connection(self) -> bool:
         """True when the flow is a connection and it is the only way to reach the contact."""
@@ -120,10 +115,14 @@ def _order_key(binding: Binding) -> tuple[float, float]:
 class LocationStore:
     """The interface the registrar, the proxy and the core use."""
 
-    #: False while changes cannot be stored (a shared store out of reach): the proxy then
-    #: refuses REGISTER with 503 and a Retry-After of ``retry_after`` seconds
-    writable = True
+    #: seconds a REGISTER refused while the store is not writable is told to wait
     retry_after = 5
+
+    @property
+    def writable(self) -> bool:
+        """False while changes cannot be stored (a shared store out of reach): the proxy
+        then refuses REGISTER with 503 and a Retry-After of ``retry_after`` seconds."""
+        return True
 
     def lookup(self, aor: str, now: float) -> list[Binding]:
         """Live, reachable bindings of ``aor``: by q (highest first), then most recent."""
@@ -409,7 +408,6 @@ _COLUMNS = (
 )
 
 _NCOLUMNS = 18
-_UPSERT = f"INSERT OR REPLACE INTO bindings ({_COLUMNS}) VALUES ({', '.join('?' * _NCOLUMNS)})"
 
 
 _NO_FLOW = (None, None, None, None, None, None)
@@ -456,7 +454,7 @@ def _delete_sql(keys: int) -> str:
             + ", ".join(["(?, ?)"] * keys) + ")")
 
 
-def _chunks(items: list, size: int):
+def _chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
@@ -616,8 +614,6 @@ class SqliteLocation(MemoryLocation):
             path_list = []
         flow = None
         if transport:
-            from reticulum.addresses import Flow
-
             flow = Flow(
                 transport=transport,
                 local=(local_host, int(local_port or 0)),
