@@ -173,7 +173,9 @@ class LocalAddresses:
         """Is `host` one of the domains served here (case and a trailing dot ignored)?"""
         if host in self._domains:
             return True
-        return bool(host) and canonical_host(host) in self._domains
+        if not host:
+            return False
+        return canonical_host(host) in self._domains
 
     def local_domain(self, uri) -> Optional[str]:
         """The served domain `uri` names, or None. Our own listening addresses (with or

@@ -131,7 +131,7 @@ class AdminClient:
 # tables
 
 
-def table(headers: Sequence[str], rows: List[Sequence[str]]) -> str:
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Left-aligned columns two spaces apart; the last column is not padded."""
     widths = [len(h) for h in headers]
     for row in rows:

@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from reticulum.addresses import canonical_host
 from reticulum.location import Binding, LocationStore, _emit
@@ -390,9 +390,10 @@ class Registrar:
 
         q = 1.0
         if "q" in params:
-            q = _parse_q(params.get("q"))
-            if q is None:
+            parsed = _parse_q(params.get("q"))
+            if parsed is None:
                 raise _Reject(400, "Bad q value")
+            q = parsed
 
         instance = None
         raw_instance = params.get("+sip.instance")
@@ -463,7 +464,8 @@ class Registrar:
         return self._date_text
 
     def _reply(
-        self, request: Request, status: int, reason: str, headers: list[tuple[str, str]] = ()
+        self, request: Request, status: int, reason: str,
+        headers: Sequence[tuple[str, str]] = (),
     ) -> Response:
         response = make_response(request, status, reason, to_tag=self._tag(request))
         for name, value in headers:

@@ -18,8 +18,15 @@ import argparse
 import getpass
 import os
 import sys
+from typing import TYPE_CHECKING, Union
 
 from reticulum.accounts import AccountStore, valid_name
+
+if TYPE_CHECKING:
+    from reticulum.cluster import RedisAccounts
+
+#: where the accounts are: this host's database, or the cluster's Redis
+Store = Union[AccountStore, "RedisAccounts"]
 
 DEFAULT_CONFIG = "reticulum.toml"
 
@@ -70,7 +77,7 @@ def _load(config_path: str):
         raise UsageError(str(e)) from None
 
 
-def _open_store(config) -> AccountStore:
+def _open_store(config) -> Store:
     if config.cluster.redis is not None:  # the accounts every node of the cluster reads
         from reticulum.cluster import RedisAccounts
 
@@ -109,7 +116,7 @@ def run(argv: list[str] | None = None) -> int:
 FROM_CONFIG = "(from [users] in the config)"
 
 
-def _command(store: AccountStore, args, config) -> int:
+def _command(store: Store, args, config) -> int:
     defined = set(config.users or {})
     if args.command == "list":
         names = set(store.names()) | defined  # [users] accounts exist once the server starts
