@@ -225,17 +225,18 @@ def test_sans_io_rooms_do_not_import_the_service_or_the_core():
 
 
 def test_sans_io_rooms_do_not_import_the_reactor_or_sockets():
-    # One exception: addresses.advertised_host asks the kernel which address a wildcard bind
-    # (0.0.0.0, ::) would send from, with a UDP socket that only connect()s (nothing is sent).
-    # That is a question about this host, asked once per listening address and cached, not
-    # I/O on the message path; the check below holds the socket to that one function.
+    # One exception: addresses.own_address asks the kernel which address this host sends
+    # from (what advertised_host writes for a wildcard bind, 0.0.0.0 or ::), with a UDP
+    # socket that only connect()s: nothing is sent. It is a question about the host, asked
+    # once per listening address and cached, not I/O on the message path; the check below
+    # holds the socket to that one function.
     found = [imp for imp in forbidden(all_imports(), SANS_IO, IO)
              if not (imp.importer == "reticulum.addresses" and imp.target == "socket")]
     assert not found, "\n" + describe(found)
     path = PACKAGE / "addresses.py"
     outside = names_outside(ast.parse(path.read_text(encoding="utf-8")), "socket",
-                            "advertised_host")
-    assert not outside, f"reticulum/addresses.py uses socket outside advertised_host: {outside}"
+                            "own_address")
+    assert not outside, f"reticulum/addresses.py uses socket outside own_address: {outside}"
 
 
 def test_the_walk_sees_the_package():
