@@ -217,10 +217,6 @@ class Registrar:
             return log.isEnabledFor(logging.DEBUG)
         return log is not None
 
-    def flow_closed(self, flow: Any) -> list[Binding]:
-        """The connection ``flow`` is gone: drop the bindings only reachable through it."""
-        return self.location.flow_closed(flow)
-
     # -- processing ----------------------------------------------------------------------------
 
     def _handle(

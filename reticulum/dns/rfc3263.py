@@ -166,10 +166,6 @@ def _valid_name(name: str) -> bool:
     return True
 
 
-class _Missing(Exception):
-    """An answer the procedure needs has not arrived yet."""
-
-
 class _Pass:
     """One run of RFC 3263 §4 over the answers known now."""
 
