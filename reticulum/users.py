@@ -18,15 +18,14 @@ import argparse
 import getpass
 import os
 import sys
-from typing import TYPE_CHECKING, Union
+from typing import Union
 
 from reticulum.accounts import AccountStore, valid_name
-
-if TYPE_CHECKING:
-    from reticulum.cluster import RedisAccounts
+from reticulum.cluster import RedisAccounts
+from reticulum.config import ConfigError, load_config
 
 #: where the accounts are: this host's database, or the cluster's Redis
-Store = Union[AccountStore, "RedisAccounts"]
+Store = Union[AccountStore, RedisAccounts]
 
 DEFAULT_CONFIG = "reticulum.toml"
 
@@ -69,8 +68,6 @@ def _ask_password(name: str) -> str:
 
 
 def _load(config_path: str):
-    from reticulum.config import ConfigError, load_config
-
     try:
         return load_config(config_path)
     except ConfigError as e:
@@ -79,8 +76,6 @@ def _load(config_path: str):
 
 def _open_store(config) -> Store:
     if config.cluster.redis is not None:  # the accounts every node of the cluster reads
-        from reticulum.cluster import RedisAccounts
-
         shared = RedisAccounts(config.cluster.redis, list(config.domains),
                                prefix=config.cluster.prefix, watch=False)
         shared.start()
