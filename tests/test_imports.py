@@ -239,6 +239,25 @@ def test_sans_io_rooms_do_not_import_the_reactor_or_sockets():
     assert not outside, f"reticulum/addresses.py uses socket outside own_address: {outside}"
 
 
+def dynamic_imports(package: Path) -> List[str]:
+    """Imports the walk cannot resolve: __import__(...) and importlib.import_module(...)."""
+    found = []
+    for name, path in modules_in(package).items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            called = func.id if isinstance(func, ast.Name) else \
+                func.attr if isinstance(func, ast.Attribute) else ""
+            if called in ("__import__", "import_module"):
+                found.append(f"{name}:{node.lineno}")
+    return found
+
+
+def test_every_import_is_one_the_walk_can_read():
+    assert dynamic_imports(PACKAGE) == []
+
+
 def test_the_walk_sees_the_package():
     """Guards the checks above against passing because the walk found nothing."""
     imports = all_imports()
@@ -322,6 +341,15 @@ def test_forbidden_imports_are_found_in_functions_and_by_prefix(tmp_path):
         == [("pkg.transport.tcp", "pkg.proxy_rules")]
     assert [(i.importer, i.target) for i in forbidden(imports, ("pkg.proxy*",), IO)] \
         == [("pkg.proxy_rules", "twisted.internet")]
+
+
+def test_a_dynamic_import_is_found(tmp_path):
+    package = write(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/a.py": "import importlib\nmod = importlib.import_module('pkg.b')\n",
+        "pkg/b.py": "def f():\n    return __import__('os')\n",
+    })
+    assert dynamic_imports(package) == ["pkg.a:2", "pkg.b:2"]
 
 
 def test_a_name_used_outside_its_one_function_is_found():
