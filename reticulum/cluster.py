@@ -45,7 +45,7 @@ from redis.commands.core import Script
 from reticulum import events
 from reticulum.accounts import DEFAULT_ALGORITHMS, AccountLookups, base_algorithms, valid_name
 from reticulum.addresses import advertised_host, hostport
-from reticulum.location import Binding, MemoryLocation, _emit
+from reticulum.location import Binding, MemoryLocation, log_line
 from reticulum.sip import digest
 
 __all__ = ["Cluster", "RedisLocation", "RedisAccounts", "share_secret_files", "SECRET_FILES",
@@ -264,7 +264,7 @@ class RedisLocation(MemoryLocation):
         self._scripts["reap"](keys=[self.prefix + "owned:" + self.node],
                               args=[self.prefix, self.node, ""])
         self._install(self._snapshot(r))
-        _emit(self._log, "info", "cluster: node %s loaded %d bindings from Redis"
+        log_line(self._log, "info", "cluster: node %s loaded %d bindings from Redis"
               % (self.node, self.count()))
         for target, name in ((self._writer, "writer"), (self._listener, "listener")):
             thread = threading.Thread(target=target, args=(r,), name="reticulum-redis-" + name,
@@ -352,14 +352,14 @@ class RedisLocation(MemoryLocation):
                     pipe.execute()
                 except REDIS_ERRORS as e:
                     if self._writer_ok:
-                        _emit(self._log, "warning", "cluster: Redis unreachable (%s); %d changes "
+                        log_line(self._log, "warning", "cluster: Redis unreachable (%s); %d changes "
                               "wait for it" % (e, len(pending)))
                     self._writer_ok = False
                     if self._stopping.wait(RETRY_DELAY):
                         return
                     continue
                 except Exception as e:  # a bad record must not stop the writer
-                    _emit(self._log, "error", "cluster: %d changes dropped: %s" % (len(batch), e))
+                    log_line(self._log, "error", "cluster: %d changes dropped: %s" % (len(batch), e))
                 for op in batch:
                     pending.popleft()
                     if op[0] == _FLUSH:
@@ -397,7 +397,7 @@ class RedisLocation(MemoryLocation):
         _listen(r, self.channel, self._stopping,
                 subscribed=lambda: self._call_in_main(self._resync, self._snapshot(r)),
                 heard=self._heard, lost=self._lost,
-                failed=lambda e: _emit(self._log, "error", "cluster: bad change message: %s"
+                failed=lambda e: log_line(self._log, "error", "cluster: bad change message: %s"
                                        % (e,)))
 
     def _heard(self, data: List[str]) -> None:
@@ -412,7 +412,7 @@ class RedisLocation(MemoryLocation):
 
     def _lost(self, error: Exception) -> None:
         if self._listener_ok:
-            _emit(self._log, "warning", "cluster: lost Redis (%s)" % (error,))
+            log_line(self._log, "warning", "cluster: lost Redis (%s)" % (error,))
         self._listener_ok = False
 
     def _snapshot(self, r: redis.Redis) -> Dict[str, Dict[str, str]]:
@@ -478,7 +478,7 @@ class RedisLocation(MemoryLocation):
         for binding in republish:
             self._persist_put(binding)
         self._listener_ok = True
-        _emit(self._log, "info", "cluster: in step with Redis (%d bindings, %d written again)"
+        log_line(self._log, "info", "cluster: in step with Redis (%d bindings, %d written again)"
               % (self.count(), len(republish)))
 
     def _put_remote(self, aor: str, rec: Dict[str, Any]) -> None:
@@ -612,7 +612,7 @@ class RedisAccounts(AccountLookups):
         (re)subscription (whatever changed while not listening)."""
         _listen(r, self.key, self._stopping, subscribed=self.reload,
                 heard=lambda _: self.reload(), lost=lambda _: None,
-                failed=lambda e: _emit(self.log, "error", "cluster: accounts not reloaded: %s"
+                failed=lambda e: log_line(self.log, "error", "cluster: accounts not reloaded: %s"
                                        % (e,)))
 
 
@@ -736,10 +736,10 @@ class Cluster:
                 removed = self.location._scripts["reap"](
                     keys=[prefix + "owned:" + name], args=[prefix, name, ""]) \
                     if self.location._scripts else 0
-                _emit(self.log, "info", "cluster: node %s is gone; %d of its bindings removed"
+                log_line(self.log, "info", "cluster: node %s is gone; %d of its bindings removed"
                       % (name, removed or 0))
         if hosts != self.peer_addresses:
-            _emit(self.log, "info", "cluster: peers %s" % (
+            log_line(self.log, "info", "cluster: peers %s" % (
                 ", ".join(hostport(h, p) for h, p in sorted(hosts)) or "none"))
         self.peer_addresses = frozenset(hosts)
 
@@ -750,7 +750,7 @@ class Cluster:
             except REDIS_ERRORS:
                 self._connected_since = None
             except Exception as e:
-                _emit(self.log, "error", "cluster: heartbeat failed: %s" % (e,))
+                log_line(self.log, "error", "cluster: heartbeat failed: %s" % (e,))
 
 
 def _first_address(config: Any) -> Tuple[str, int, str]:

@@ -45,13 +45,14 @@ __all__ = [
     "LocationStore",
     "MemoryLocation",
     "SqliteLocation",
+    "log_line",
 ]
 
 
 _CONNECTION_TRANSPORTS = frozenset(STREAM_TRANSPORTS)
 
 
-def _emit(log: Any, level: str, message: str) -> None:
+def log_line(log: Any, level: str, message: str) -> None:
     """Log through a stdlib ``logging.Logger`` or a ``twisted.logger.Logger``-like object.
 
     The message is already formatted; braces are escaped so that loggers which treat the
@@ -580,7 +581,7 @@ class SqliteLocation(MemoryLocation):
         for row in rows:
             self.put(self._from_row(row))
             restored += 1
-        _emit(self._log, "info", f"location: restored {restored} bindings from {self.path}")
+        log_line(self._log, "info", f"location: restored {restored} bindings from {self.path}")
         self._thread = threading.Thread(
             target=self._writer, name="reticulum-location-writer", daemon=True
         )
@@ -649,7 +650,7 @@ class SqliteLocation(MemoryLocation):
             db.execute("PRAGMA journal_mode=WAL").fetchall()
             db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as e:
-            _emit(self._log, "error", f"location: cannot open {self.path}: {e}")
+            log_line(self._log, "error", f"location: cannot open {self.path}: {e}")
             db = None
         pending = self._pending
         wake = self._wake
@@ -753,4 +754,4 @@ class SqliteLocation(MemoryLocation):
                 db.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            _emit(self._log, "error", f"location: lost {len(batch)} changes: {e}")
+            log_line(self._log, "error", f"location: lost {len(batch)} changes: {e}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from reticulum.addresses import canonical_host
-from reticulum.location import Binding, LocationStore, _emit
+from reticulum.location import Binding, LocationStore, log_line
 from reticulum.sip import new_tag, ParseError, Request, Response, format_date, make_response
 
 __all__ = ["Registrar", "SUPPORTED", "NAT_MODES", "flow_bound"]
@@ -240,7 +240,7 @@ class Registrar:
                 self._check_order(binding, call_id, cseq)
             removed = self.location.remove_all(aor)
             if self._debug():
-                _emit(self.log, "debug",
+                log_line(self.log, "debug",
                       "register %s: removed all %d bindings" % (aor, len(removed)))
             return self._ok(request, aor, now)
 
@@ -296,7 +296,7 @@ class Registrar:
                 )
             )
         if self._debug():
-            _emit(
+            log_line(
                 self.log,
                 "debug",
                 "register %s from %s: %s"
