@@ -265,7 +265,7 @@ class RedisLocation(MemoryLocation):
                               args=[self.prefix, self.node, ""])
         self._install(self._snapshot(r))
         log_line(self._log, "info", "cluster: node %s loaded %d bindings from Redis"
-              % (self.node, self.count()))
+                 % (self.node, self.count()))
         for target, name in ((self._writer, "writer"), (self._listener, "listener")):
             thread = threading.Thread(target=target, args=(r,), name="reticulum-redis-" + name,
                                       daemon=True)
@@ -352,14 +352,15 @@ class RedisLocation(MemoryLocation):
                     pipe.execute()
                 except REDIS_ERRORS as e:
                     if self._writer_ok:
-                        log_line(self._log, "warning", "cluster: Redis unreachable (%s); %d changes "
-                              "wait for it" % (e, len(pending)))
+                        log_line(self._log, "warning", "cluster: Redis unreachable (%s); "
+                                 "%d changes wait for it" % (e, len(pending)))
                     self._writer_ok = False
                     if self._stopping.wait(RETRY_DELAY):
                         return
                     continue
                 except Exception as e:  # a bad record must not stop the writer
-                    log_line(self._log, "error", "cluster: %d changes dropped: %s" % (len(batch), e))
+                    log_line(self._log, "error",
+                             "cluster: %d changes dropped: %s" % (len(batch), e))
                 for op in batch:
                     pending.popleft()
                     if op[0] == _FLUSH:
@@ -397,14 +398,21 @@ class RedisLocation(MemoryLocation):
         _listen(r, self.channel, self._stopping,
                 subscribed=lambda: self._call_in_main(self._resync, self._snapshot(r)),
                 heard=self._heard, lost=self._lost,
-                failed=lambda e: log_line(self._log, "error", "cluster: bad change message: %s"
-                                       % (e,)))
+                failed=self._bad_message)
+
+    def _bad_message(self, error: Exception) -> None:
+        log_line(self._log, "error", "cluster: bad change message: %s" % (error,))
 
     def _heard(self, data: List[str]) -> None:
         changes = []
         for text in data:
-            change = json.loads(text)
-            if change.get("n") != self.node:
+            try:
+                change = json.loads(text)
+                mine = change.get("n") == self.node
+            except Exception as e:  # one bad message costs only itself
+                self._bad_message(e)
+                continue
+            if not mine:
                 changes.append(change)
         if changes:  # one wake-up of the reactor for all that arrived together
             self.heard += len(changes)
@@ -478,8 +486,8 @@ class RedisLocation(MemoryLocation):
         for binding in republish:
             self._persist_put(binding)
         self._listener_ok = True
-        log_line(self._log, "info", "cluster: in step with Redis (%d bindings, %d written again)"
-              % (self.count(), len(republish)))
+        log_line(self._log, "info", "cluster: in step with Redis (%d bindings, %d written "
+                 "again)" % (self.count(), len(republish)))
 
     def _put_remote(self, aor: str, rec: Dict[str, Any]) -> None:
         binding = _binding(aor, rec)
@@ -612,8 +620,8 @@ class RedisAccounts(AccountLookups):
         (re)subscription (whatever changed while not listening)."""
         _listen(r, self.key, self._stopping, subscribed=self.reload,
                 heard=lambda _: self.reload(), lost=lambda _: None,
-                failed=lambda e: log_line(self.log, "error", "cluster: accounts not reloaded: %s"
-                                       % (e,)))
+                failed=lambda e: log_line(self.log, "error",
+                                          "cluster: accounts not reloaded: %s" % (e,)))
 
 
 # -- secrets ---------------------------------------------------------------------------------
@@ -736,8 +744,8 @@ class Cluster:
                 removed = self.location._scripts["reap"](
                     keys=[prefix + "owned:" + name], args=[prefix, name, ""]) \
                     if self.location._scripts else 0
-                log_line(self.log, "info", "cluster: node %s is gone; %d of its bindings removed"
-                      % (name, removed or 0))
+                log_line(self.log, "info", "cluster: node %s is gone; %d of its bindings "
+                         "removed" % (name, removed or 0))
         if hosts != self.peer_addresses:
             log_line(self.log, "info", "cluster: peers %s" % (
                 ", ".join(hostport(h, p) for h, p in sorted(hosts)) or "none"))

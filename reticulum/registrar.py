@@ -241,7 +241,7 @@ class Registrar:
             removed = self.location.remove_all(aor)
             if self._debug():
                 log_line(self.log, "debug",
-                      "register %s: removed all %d bindings" % (aor, len(removed)))
+                         "register %s: removed all %d bindings" % (aor, len(removed)))
             return self._ok(request, aor, now)
 
         supported = _option_tags(request, "Supported")
