@@ -18,7 +18,7 @@ from typing import Dict, NamedTuple, Optional, Sequence, Set, Tuple, Union
 __all__ = [
     "Flow", "ListeningPoint", "Target", "Destination", "LocalAddresses",
     "TRANSPORTS", "STREAM_TRANSPORTS", "RELIABLE", "DEFAULT_PORTS", "DEFAULT_SIP_PORT",
-    "hostport", "canonical_host", "advertised_host", "is_ip", "source_key",
+    "hostport", "canonical_host", "advertised_host", "own_address", "is_ip", "source_key",
 ]
 
 #: every SIP transport name a Flow may carry
@@ -81,17 +81,25 @@ def advertised_host(host: str) -> str:
     """The address we write into Via and Record-Route for a listening address.
 
     A wildcard bind has no address of its own; we take the one the host would use for
-    outgoing traffic (a UDP connect() sends nothing)."""
+    outgoing traffic, else loopback."""
     if host not in ("0.0.0.0", "::", ""):
         return host
-    family = socket.AF_INET6 if host == "::" else socket.AF_INET
-    probe = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"
+    if host == "::":
+        return own_address(ipv6=True) or "::1"
+    return own_address(ipv6=False) or "127.0.0.1"
+
+
+def own_address(ipv6: bool) -> Optional[str]:
+    """The IPv6 or IPv4 address this host would send from, or None (no route). A UDP
+    connect() chooses it and sends nothing."""
+    family = socket.AF_INET6 if ipv6 else socket.AF_INET
+    probe = "2001:db8::1" if ipv6 else "192.0.2.1"
     try:
         with socket.socket(family, socket.SOCK_DGRAM) as s:
             s.connect((probe, 9))
             return s.getsockname()[0]
     except OSError:
-        return "::1" if family == socket.AF_INET6 else "127.0.0.1"
+        return None
 
 
 @dataclass(frozen=True)
@@ -192,7 +200,9 @@ class LocalAddresses:
         """Is `host` one of the domains served here (case and a trailing dot ignored)?"""
         if host in self._domains:
             return True
-        return bool(host) and canonical_host(host) in self._domains
+        if not host:
+            return False
+        return canonical_host(host) in self._domains
 
     def local_domain(self, uri) -> Optional[str]:
         """The served domain `uri` names, or None. Our own listening addresses (with or

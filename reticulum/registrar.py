@@ -15,10 +15,10 @@ import ipaddress
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from reticulum.addresses import canonical_host
-from reticulum.location import Binding, LocationStore, _emit
+from reticulum.location import Binding, LocationStore, log_line
 from reticulum.sip import new_tag, ParseError, Request, Response, format_date, make_response
 
 __all__ = ["Registrar", "SUPPORTED", "NAT_MODES", "flow_bound"]
@@ -217,10 +217,6 @@ class Registrar:
             return log.isEnabledFor(logging.DEBUG)
         return log is not None
 
-    def flow_closed(self, flow: Any) -> list[Binding]:
-        """The connection ``flow`` is gone: drop the bindings only reachable through it."""
-        return self.location.flow_closed(flow)
-
     # -- processing ----------------------------------------------------------------------------
 
     def _handle(
@@ -244,8 +240,8 @@ class Registrar:
                 self._check_order(binding, call_id, cseq)
             removed = self.location.remove_all(aor)
             if self._debug():
-                _emit(self.log, "debug",
-                      "register %s: removed all %d bindings" % (aor, len(removed)))
+                log_line(self.log, "debug",
+                         "register %s: removed all %d bindings" % (aor, len(removed)))
             return self._ok(request, aor, now)
 
         supported = _option_tags(request, "Supported")
@@ -300,7 +296,7 @@ class Registrar:
                 )
             )
         if self._debug():
-            _emit(
+            log_line(
                 self.log,
                 "debug",
                 "register %s from %s: %s"
@@ -390,9 +386,10 @@ class Registrar:
 
         q = 1.0
         if "q" in params:
-            q = _parse_q(params.get("q"))
-            if q is None:
+            parsed = _parse_q(params.get("q"))
+            if parsed is None:
                 raise _Reject(400, "Bad q value")
+            q = parsed
 
         instance = None
         raw_instance = params.get("+sip.instance")
@@ -463,7 +460,8 @@ class Registrar:
         return self._date_text
 
     def _reply(
-        self, request: Request, status: int, reason: str, headers: list[tuple[str, str]] = ()
+        self, request: Request, status: int, reason: str,
+        headers: Sequence[tuple[str, str]] = (),
     ) -> Response:
         response = make_response(request, status, reason, to_tag=self._tag(request))
         for name, value in headers:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
-from typing import NamedTuple, Optional
+from typing import List, NamedTuple, Optional
 
 from twisted.logger import Logger
 
@@ -166,10 +166,6 @@ def _valid_name(name: str) -> bool:
     return True
 
 
-class _Missing(Exception):
-    """An answer the procedure needs has not arrived yet."""
-
-
 class _Pass:
     """One run of RFC 3263 §4 over the answers known now."""
 
@@ -190,8 +186,8 @@ class _Pass:
             self.failures.append("%s %s: %s" % (rdtype, name, answer.error))
         return answer
 
-    def addresses(self, name: str, port: int, transport: str) -> list:
-        out = []
+    def addresses(self, name: str, port: int, transport: str) -> List[Target]:
+        out: List[Target] = []
         for rdtype in self.families:
             answer = self.get(name, rdtype)
             if answer is not None and answer.error is None:
