@@ -8,7 +8,7 @@ import random
 from twisted.internet.task import Clock
 
 from reticulum.config import config_from_dict
-from reticulum.core import Core
+from reticulum.service import build_core
 from reticulum.dns import Answer
 from reticulum.dns.rfc3263 import SRV
 from reticulum.location import MemoryLocation
@@ -40,11 +40,12 @@ def make_core(tmp_path, zone, auth=False, **config):
     }
     data.update(config)
     clock = Clock()
-    core = Core(config_from_dict(data, base_dir=str(tmp_path)), clock, RecordingTransports(),
-                location=MemoryLocation(), accounts=_Accounts(), lookup=zone)
+    net = RecordingTransports()
+    core = build_core(config_from_dict(data, base_dir=str(tmp_path)), clock, net,
+                      location=MemoryLocation(), accounts=_Accounts(), lookup=zone)
     core.resolver.rng = random.Random(1)
     core.start()
-    return core, clock, core.transports
+    return core, clock, net
 
 
 def sent_to(sent, host):

@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from reticulum import events
 from reticulum.accounts import AccountStore
 from reticulum.config import config_from_dict
-from reticulum.core import Core
+from reticulum.service import build_core
 from reticulum.location import Binding, MemoryLocation
 from reticulum.registrar import Registrar
 from reticulum.sip import Request, parse
@@ -33,8 +33,8 @@ def make_core(tmp_path, **config):
     clock.advance(1_800_000_000)
     net = RecordingTransports()
     accounts = AccountStore(str(tmp_path / "reticulum.sqlite3"), realms=[DOMAIN], watch=False)
-    core = Core(config_from_dict(data, base_dir=str(tmp_path)), clock, net,
-                location=MemoryLocation(), accounts=accounts)
+    core = build_core(config_from_dict(data, base_dir=str(tmp_path)), clock, net,
+                      location=MemoryLocation(), accounts=accounts)
     core.start()
     return core, clock, net
 
