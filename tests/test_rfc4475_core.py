@@ -13,7 +13,7 @@ from reticulum.service import build_core
 from reticulum.location import Binding, MemoryLocation
 from reticulum.sip import Request
 from reticulum.addresses import Flow
-from tests.test_proxy import PROXY, RecordingTransports, _Accounts
+from tests.proxy.test_proxy import PROXY, RecordingTransports, _Accounts
 
 TORTURE = Path(__file__).resolve().parents[2] / "shared" / "rfc4475"
 PEER = Flow("udp", PROXY, ("192.0.2.50", 5060))

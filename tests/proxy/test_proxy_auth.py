@@ -10,7 +10,7 @@ from reticulum.service import build_core
 from reticulum.location import Binding, MemoryLocation
 from reticulum.sip import Request, parse_auth
 from reticulum.sip import digest
-from tests.test_proxy import CALLEE, CALLER, RecordingTransports, request, statuses, to_flow
+from tests.proxy.test_proxy import CALLEE, CALLER, RecordingTransports, request, statuses, to_flow
 
 DOMAIN = "reticulum.local"
 

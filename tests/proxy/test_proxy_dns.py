@@ -15,7 +15,7 @@ from reticulum.location import MemoryLocation
 from reticulum.sip import Request
 from reticulum.addresses import Flow
 from tests.test_dns import Zone, a
-from tests.test_proxy import CALLER, RecordingTransports, _Accounts, answer, request
+from tests.proxy.test_proxy import CALLER, RecordingTransports, _Accounts, answer, request
 
 ZONE = {
     ("b.test", "NAPTR"): Answer((), 300),
@@ -193,7 +193,7 @@ def test_public_name_in_via_and_record_route(tmp_path):
 
 def test_a_contact_named_by_an_unknown_host_is_reached_over_its_registration_flow(tmp_path):
     from reticulum.location import Binding
-    from tests.test_proxy import CALLEE
+    from tests.proxy.test_proxy import CALLEE
 
     zone = Zone(ZONE, hold=True)
     core, clock, net = make_core(tmp_path, zone)

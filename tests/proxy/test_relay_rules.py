@@ -13,9 +13,9 @@ from reticulum.location import Binding, MemoryLocation
 from reticulum.registrar import Registrar
 from reticulum.sip import Request, parse
 from reticulum.addresses import Flow
-from tests.test_proxy import (CALLEE, CALLER, PROXY, RecordingTransports, answer, request,
+from tests.proxy.test_proxy import (CALLEE, CALLER, PROXY, RecordingTransports, answer, request,
                               statuses, to_flow)
-from tests.test_proxy_auth import credentials
+from tests.proxy.test_proxy_auth import credentials
 
 DOMAIN = "reticulum.local"
 FOREIGN = ("192.0.2.9", 5060)
