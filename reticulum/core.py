@@ -125,7 +125,6 @@ class Core:
         self.config = config
         self.clock = clock
         self.outbox = outbox
-        self.send_message = outbox.send
         self.transactions = transactions
         self.proxy = proxy
         self.location = location
@@ -136,6 +135,10 @@ class Core:
         self.log_messages = outbox.log_messages
         self.log_full = outbox.log_full
         self._sweeper: Any = None
+
+    def send_message(self, message: Any, dest: Destination) -> bool:
+        """Send through the outbox (the answers the core gives itself)."""
+        return self.outbox.send(message, dest)
 
     # -- stores --------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from reticulum.proxy.policy import (ALLOW, ALLOWED_METHODS, KNOWN_METHODS, SUPPO
                                     Refusal, RelayPolicy, RouteTokens, hop_key)
 from reticulum.proxy.routing import (MAX_BREADTH, TOKEN_PARAM, BranchIds, ack_branch,
                                      add_record_route, add_via, binding_for_contact,
-                                     copy_for_target, decremented_max_forwards,
+                                     decremented_max_forwards,
                                      forwards_exhausted, is_loop, loop_hash, max_breadth,
                                      outbound_point, q_groups, strip_own_routes, use_flow)
 from reticulum.proxy.selection import RecordRouteRewriter, unroutable_status, upstream
@@ -261,10 +261,6 @@ class Proxy:
                 and uri.host not in self.resolver.static and not self.addresses.is_us(uri):
             uri = outbound
         return self.resolver.locate(uri, secure)
-
-    def prepare(self, ctx: ProxyContext, uri: Any, binding: Any) -> Request:
-        """A copy of the request for one target (`routing.copy_for_target`)."""
-        return copy_for_target(ctx.request, uri, binding)
 
     def stamp(self, ctx: ProxyContext, out: Request, dest: Destination,
               keep: bool = False) -> Tuple[Optional[Request], Optional[str]]:

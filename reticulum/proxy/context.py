@@ -24,7 +24,8 @@ from twisted.logger import Logger
 from reticulum.addresses import Destination, Flow
 from reticulum.dns import Resolution
 from reticulum.proxy.policy import ALLOW, SUPPORTED_OPTIONS, RouteTokens, hop_key
-from reticulum.proxy.routing import DIALOG_CREATING, max_breadth, share_breadth
+from reticulum.proxy.routing import DIALOG_CREATING, copy_for_target, max_breadth, \
+    share_breadth
 from reticulum.proxy.selection import best_response, upstream
 from reticulum.sip import Request, Response, make_response, new_tag
 
@@ -101,8 +102,6 @@ class ProxyServices(Protocol):
     def send(self, message: Any, dest: Destination) -> bool: ...
 
     def rebind_route_tokens(self, response: Response) -> Response: ...
-
-    def prepare(self, ctx: "ProxyContext", uri: Any, binding: Any) -> Request: ...
 
     def next_hop(self, request: Request, binding: Any, secure: bool = False) -> Any: ...
 
@@ -635,7 +634,7 @@ class ProxyContext:
             group, breadths = self._share_breadth(self.targets.pop(0))
             started = 0
             for (uri, binding), breadth in zip(group, breadths):
-                out = proxy.prepare(self, uri, binding)
+                out = copy_for_target(self.request, uri, binding)
                 out.set("Max-Breadth", breadth)
                 hop = proxy.next_hop(out, binding, secure)
                 branch = Branch(self, out)
