@@ -27,8 +27,7 @@ from reticulum.proxy.policy import (ALLOW, ALLOWED_METHODS, KNOWN_METHODS, SUPPO
                                     Refusal, RelayPolicy, RouteTokens, hop_key)
 from reticulum.proxy.routing import (MAX_BREADTH, TOKEN_PARAM, BranchIds, ack_branch,
                                      add_record_route, add_via, binding_for_contact,
-                                     decremented_max_forwards,
-                                     forwards_exhausted, is_loop, loop_hash, max_breadth,
+                                     forwarded_max_forwards, forwards_exhausted, is_loop, loop_hash, max_breadth,
                                      outbound_point, q_groups, strip_own_routes, use_flow)
 from reticulum.proxy.selection import RecordRouteRewriter, unroutable_status, upstream
 from reticulum.sip import Request, Response, make_response, new_tag, parse_uri
@@ -300,7 +299,8 @@ class Proxy:
 
     def _forward_ack(self, ack: Request, flow: Flow) -> None:
         """ACK for a 2xx is end to end: forwarded statelessly along the route set (§16.11)."""
-        if forwards_exhausted(ack):
+        max_forwards = ack.max_forwards
+        if max_forwards is not None and max_forwards <= 0:
             return
         dialog_token = self.policy.dialog_token(ack, strip_own_routes(ack, self.addresses))
         routes = ack.routes
@@ -320,7 +320,7 @@ class Proxy:
             else:
                 binding = self._binding_for_contact(ack.uri)
         out = ack.copy()
-        out.set("Max-Forwards", decremented_max_forwards(ack))
+        out.set("Max-Forwards", forwarded_max_forwards(max_forwards))
         hop = self.next_hop(out, binding)
         if isinstance(hop, Resolution):
             hop.wait(lambda resolved: self._send_ack(out, ack, resolved.targets))

@@ -83,7 +83,8 @@ def share_breadth(group: list, breadth: int) -> Tuple[list, Sequence[str]]:
     gets at least 1, the sum stays within it); targets beyond it are left out. A spiral thus
     divides its breadth at every pass instead of multiplying requests. Returns the targets
     kept and the Max-Breadth of each."""
-    group = group[:max(breadth, 0)]
+    if len(group) > breadth:
+        group = group[:max(breadth, 0)]
     if not group:
         return group, ()
     base, extra = divmod(breadth, len(group))
@@ -171,9 +172,8 @@ def use_flow(binding, contact) -> bool:
 # -- §16.6: the request for one target -------------------------------------------------------
 
 
-def decremented_max_forwards(request: Request) -> str:
-    """§16.6 step 3: the Max-Forwards of a forwarded copy."""
-    max_forwards = request.max_forwards
+def forwarded_max_forwards(max_forwards: Optional[int]) -> str:
+    """§16.6 step 3: the Max-Forwards of a forwarded copy, from the request's own."""
     return str(max_forwards - 1 if max_forwards is not None else DEFAULT_MAX_FORWARDS)
 
 
@@ -186,7 +186,7 @@ def copy_for_target(request: Request, uri, binding) -> Request:
     if binding is not None and binding.path:
         existing = out.get_all("Route")
         out.set("Route", ", ".join(list(binding.path) + existing))
-    out.set("Max-Forwards", decremented_max_forwards(request))
+    out.set("Max-Forwards", forwarded_max_forwards(request.max_forwards))
     return out
 
 
