@@ -121,15 +121,14 @@ class Proxy:
             return
         request = ctx.request
         # §16.4 route information preprocessing
-        ctx.dialog_token = self.policy.dialog_token(request,
-                                                    strip_own_routes(request, self.addresses))
+        dialog_token = self.policy.dialog_token(request, strip_own_routes(request, self.addresses))
         uri = request.uri
         routes = request.routes
         to_us = not routes and self.addresses.is_us(uri)
         if to_us and not uri.user or request.method == "REGISTER" and not routes:
             self._answer_locally(ctx, to_us)
             return
-        refusal = self.policy.authorize(request, ctx.flow, ctx.dialog_token)
+        refusal = self.policy.authorize(request, ctx.flow, dialog_token)
         if refusal is not None:
             self._refused(ctx, refusal)
             return

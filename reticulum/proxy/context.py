@@ -459,7 +459,7 @@ class ProxyContext:
     """The state of one proxied request: its server transaction, branches and best answer."""
 
     __slots__ = ("proxy", "request", "flow", "dest", "server", "state", "targets", "branches",
-                 "responses", "to_tag", "is_dialog", "dialog_token", "token")
+                 "responses", "to_tag", "is_dialog", "token")
 
     def __init__(self, proxy: ProxyServices, request: Request, flow: Flow,
                  dest: Destination):
@@ -474,7 +474,6 @@ class ProxyContext:
         self.responses: Any = []  # the final non-2xx responses so far
         self.to_tag = new_tag()
         self.is_dialog = request.method in ("INVITE", "SUBSCRIBE")
-        self.dialog_token = False  # a Route entry of ours had a valid token
         self.token: Optional[str] = None  # our Record-Route's token, made once for all branches
 
     def handle(self, event: str, branch: Optional[Branch] = None,

@@ -60,8 +60,8 @@ class RouteTokens:
                               digest_size=12).digest()
         return base64.urlsafe_b64encode(mac).decode("ascii")  # 16 characters, no padding
 
-    def valid(self, call_id: str, token, hop: str = "") -> bool:
-        return bool(token) and self.valid_any(call_id, (token,), hop)
+    def valid(self, call_id: str, token: Optional[str], hop: str = "") -> bool:
+        return token is not None and token != "" and self.valid_any(call_id, (token,), hop)
 
     def valid_any(self, call_id: str, tokens: Iterable[str], hop: str = "") -> bool:
         """Is any of `tokens` (text from the wire) the one for this Call-ID and next hop?
