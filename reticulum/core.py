@@ -46,42 +46,49 @@ class Outbox:
             if len(data) > limit:
                 return self._too_large_for_udp(message, len(data), dest)
         if isinstance(dest, Target):
-            if dest.host in ("255.255.255.255",) or not is_ip(dest.host):
-                self.log.warn("Refusing to send to {host}", host=dest.host)
-                return False
-            if dest.transport == "udp":
-                # A UDP flow is always usable: once the flow table has chosen the socket for
-                # an address, send on that flow directly (send_to picks a socket each time).
-                key = (dest.host, dest.port)
-                flow = self._udp_flows.get(key)
-                if flow is not None and self.transports.send(data, flow):
-                    self._log_out(message, flow)
-                    return True
-                flow = self.transports.send_to(data, "udp", dest.host, dest.port)
-                if flow is not None and len(self._udp_flows) < 4096:
-                    self._udp_flows[key] = flow
-                elif flow is None:
-                    self._udp_flows.pop(key, None)
-            elif dest.name is not None and dest.transport == "tls":
-                # RFC 5922: the peer's certificate must name the SIP domain we looked up
-                flow = self.transports.send_to(data, "tls", dest.host, dest.port,
-                                               server_name=dest.name)
-            else:
-                flow = self.transports.send_to(data, dest.transport, dest.host, dest.port)
-            ok = flow is not None
+            flow = self._send_to(data, dest)
         else:
-            flow = dest
-            ok = self.transports.send(data, flow)
-            if not ok and flow.reliable and not isinstance(message, Request):
-                # §18.2.2: the connection is gone; open a new one to the Via's address.
-                target = via_destination(message.via)
-                if target.transport in RELIABLE and is_ip(target.host):
-                    flow = self.transports.send_to(data, target.transport, target.host,
-                                                   target.port)
-                    ok = flow is not None
-        if ok:
-            self._log_out(message, flow)
-        return ok
+            flow = self._send_on(data, message, dest)
+        if flow is None:
+            return False
+        self._log_out(message, flow)
+        return True
+
+    def _send_to(self, data: bytes, dest: Target) -> Optional[Flow]:
+        """To an address: the flow it left on, or None."""
+        if dest.host in ("255.255.255.255",) or not is_ip(dest.host):
+            self.log.warn("Refusing to send to {host}", host=dest.host)
+            return None
+        transports = self.transports
+        if dest.transport == "udp":
+            # A UDP flow is always usable: once the flow table has chosen the socket for an
+            # address, send on that flow directly (send_to picks a socket each time).
+            key = (dest.host, dest.port)
+            flow = self._udp_flows.get(key)
+            if flow is not None and transports.send(data, flow):
+                return flow
+            flow = transports.send_to(data, "udp", dest.host, dest.port)
+            if flow is not None and len(self._udp_flows) < 4096:
+                self._udp_flows[key] = flow
+            elif flow is None:
+                self._udp_flows.pop(key, None)
+            return flow
+        if dest.name is not None and dest.transport == "tls":
+            # RFC 5922: the peer's certificate must name the SIP domain we looked up
+            return transports.send_to(data, "tls", dest.host, dest.port, server_name=dest.name)
+        return transports.send_to(data, dest.transport, dest.host, dest.port)
+
+    def _send_on(self, data: bytes, message: Any, flow: Flow) -> Optional[Flow]:
+        """On a flow: that flow, or for a response whose connection is gone a new one to the
+        Via's address (§18.2.2); None when it could not leave."""
+        if self.transports.send(data, flow):
+            return flow
+        if flow.reliable and not isinstance(message, Request):
+            target = via_destination(message.via)
+            if target.transport in RELIABLE and is_ip(target.host):
+                return self.transports.send_to(data, target.transport, target.host,
+                                               target.port)
+        return None
 
     def _too_large_for_udp(self, message, size: int, dest) -> bool:
         """What cannot fit in one datagram is never dropped in silence (RFC 3261 §18.1.1).
