@@ -27,8 +27,9 @@ from reticulum.proxy.policy import (ALLOW, ALLOWED_METHODS, KNOWN_METHODS, SUPPO
                                     Refusal, RelayPolicy, RouteTokens, hop_key)
 from reticulum.proxy.routing import (MAX_BREADTH, TOKEN_PARAM, BranchIds, ack_branch,
                                      add_record_route, add_via, binding_for_contact,
-                                     forwarded_max_forwards, forwards_exhausted, is_loop, loop_hash, max_breadth,
-                                     outbound_point, q_groups, strip_own_routes, use_flow)
+                                     forwarded_max_forwards, forwards_exhausted, is_loop,
+                                     loop_hash, max_breadth, outbound_point, q_groups,
+                                     strip_own_routes, use_flow)
 from reticulum.proxy.selection import RecordRouteRewriter, unroutable_status, upstream
 from reticulum.sip import Request, Response, make_response, new_tag, parse_uri
 
