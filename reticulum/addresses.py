@@ -18,7 +18,7 @@ from typing import Dict, NamedTuple, Optional, Sequence, Set, Tuple, Union
 __all__ = [
     "Flow", "ListeningPoint", "Target", "Destination", "LocalAddresses",
     "TRANSPORTS", "STREAM_TRANSPORTS", "RELIABLE", "DEFAULT_PORTS", "DEFAULT_SIP_PORT",
-    "hostport", "canonical_host", "advertised_host", "is_ip",
+    "hostport", "canonical_host", "advertised_host", "is_ip", "source_key",
 ]
 
 #: every SIP transport name a Flow may carry
@@ -55,6 +55,25 @@ def is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+#: a source key made of something that is no address is cut to this length
+_SOURCE_KEY_MAX = 64
+
+
+@functools.lru_cache(maxsize=4096)  # asked for every digest challenge and accepted connection
+def source_key(ip: str) -> str:
+    """Who a peer is, for counting: an IPv4 address, or the /64 of an IPv6 address (one
+    host holds a whole /64). Connection caps and digest failures and nonces count by it."""
+    if ":" not in ip:
+        return ip
+    try:
+        address = ipaddress.IPv6Address(ip.split("%", 1)[0])
+    except ValueError:
+        return ip[:_SOURCE_KEY_MAX]
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return "%s/64" % ipaddress.IPv6Address(int(address) >> 64 << 64)
 
 
 @functools.lru_cache(maxsize=64)

@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
 import hmac
-import ipaddress
 import os
 import re
 import struct
@@ -42,7 +40,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from reticulum import events
-from reticulum.addresses import canonical_host
+from reticulum.addresses import canonical_host, source_key
 from reticulum.sip import Response, format_auth, make_response, parse_auth, parse_uri
 from reticulum.sip import digest
 
@@ -118,20 +116,6 @@ def _read_secret(path: str) -> bytes:
     if len(secret) < 16:
         raise ValueError("%s holds fewer than 16 bytes; delete it to get a new one" % path)
     return secret
-
-
-@functools.lru_cache(maxsize=4096)
-def source_key(ip: str) -> str:
-    """Who failures and nonces belong to: an IPv4 address, or the /64 of an IPv6 address."""
-    if ":" not in ip:
-        return ip
-    try:
-        address = ipaddress.IPv6Address(ip.split("%", 1)[0])
-    except ValueError:
-        return ip[:_NAME_KEY_MAX]
-    if address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return "%s/64" % ipaddress.IPv6Address(int(address) >> 64 << 64)
 
 
 def _name_key(name: str) -> str:

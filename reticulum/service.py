@@ -363,7 +363,6 @@ class ReticulumService(MultiService):
                           location=cluster.location if cluster else None,
                           accounts=cluster.accounts if cluster else None, cluster=cluster)
         self.dns.start()
-        transports.attach(core)
         self.transports = transports
         self.core = core
         try:
@@ -372,7 +371,7 @@ class ReticulumService(MultiService):
             raise StartupError("cannot open the database in state_dir %s: %s" % (config.state_dir, e)) from None
         tune_gc()
         try:
-            transports.listen()
+            transports.listen(core)
         except BindError as e:
             try:
                 core.stop()
