@@ -296,3 +296,38 @@ class LocalAddresses:
                 return point
             fallback = fallback or point
         return fallback
+
+
+def points_at_us(addresses: LocalAddresses, uri) -> bool:
+    """Would a request sent to this URI (a Contact, say) arrive at one of our own listening
+    addresses? Without a port, the transport's default port is meant."""
+    port = uri.port
+    if port is None:
+        port = 5061 if uri.scheme == "sips" or uri.transport == "tls" else DEFAULT_SIP_PORT
+    return addresses.is_local_address(uri.host or "", port, uri.transport)
+
+
+def response_destination(request, flow: Flow) -> Destination:
+    """RFC 3261 §18.2.2 and RFC 3581: where the responses to a request that came on `flow`
+    go: back on the flow when it is a connection, has `rport` or came from the Via's own
+    address; else to the Via's `received` (or sent-by) address over UDP."""
+    if flow.reliable:
+        return flow
+    via = request.via
+    if via.params.get("rport"):
+        return flow
+    host = via.params.get("received") or via.host
+    port = via.port or DEFAULT_SIP_PORT
+    if (host, port) == tuple(flow.remote):
+        return flow
+    return Target("udp", host, port)
+
+
+def via_destination(via) -> Target:
+    """Where a response goes when no flow is left for it: the Via's own address (§18.2.2,
+    with RFC 3581 `received`/`rport`)."""
+    transport = via.transport.lower()
+    host = via.params.get("received") or via.host
+    rport = via.params.get("rport")
+    port = int(rport) if rport else (via.port or (5061 if transport == "tls" else 5060))
+    return Target(transport, host, port)
