@@ -207,7 +207,7 @@ class Authenticator:
         if credentials is None:
             self._log_challenge(request, source_ip, "no credentials", None, context)
             return AuthResult(response=self.challenge(request, proxy, realm, source_ip=source_ip))
-        username = credentials.get("username")
+        username: str = credentials.get("username") or ""
         if username and self._failures and self._locked(("pair", source, _name_key(username)), now):
             return self._forbidden(request, "source", "%s for %s" % (source, _name_key(username)))
         outcome = self._verify(request, credentials, source, now)
@@ -342,7 +342,9 @@ class Authenticator:
         if algorithm not in self.algorithms:
             return _BAD
         raw = self._nonce_raw(nonce)
-        issued = None if raw is None else self._nonce_issued(raw, realm)
+        if raw is None:
+            return _BAD
+        issued = self._nonce_issued(raw, realm)
         if issued is None or issued > now + CLOCK_SLACK:
             return _BAD
         if self.check_uri and not self._uri_matches(uri, request):
