@@ -16,7 +16,7 @@ from typing import Dict, Iterator, List, NamedTuple, Sequence, Set, Tuple
 PACKAGE = Path(__file__).resolve().parent.parent / "reticulum"
 
 # The rooms that stay plain Python: no reactor, no socket, no service or core above them.
-SANS_IO = ("reticulum.sip", "reticulum.addresses", "reticulum.transaction*",
+SANS_IO = ("reticulum.sip", "reticulum.addresses", "reticulum.statetable", "reticulum.transaction*",
            "reticulum.registrar", "reticulum.auth", "reticulum.location", "reticulum.dialog",
            "reticulum.proxy*")
 ABOVE_SANS_IO = ("reticulum.service", "reticulum.core")

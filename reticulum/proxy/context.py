@@ -28,42 +28,20 @@ from reticulum.proxy.routing import DIALOG_CREATING, copy_for_target, max_breadt
     share_breadth
 from reticulum.proxy.selection import best_response, upstream
 from reticulum.sip import Request, Response, make_response, new_tag
+from reticulum.statetable import StateTableError, Table, compile_table, describe
 
 
 log = Logger(namespace="reticulum.proxy")
 
-Table = Dict[Tuple[str, str], Tuple[str, Tuple[str, ...]]]
-
-
-class UnexpectedEvent(Exception):
+class UnexpectedEvent(StateTableError):
     """An event the state table does not allow in the current state (a bug, or a peer doing
     something the code did not foresee): nothing has changed."""
 
     def __init__(self, machine: str, state: str, event: str, call_id: str = ""):
         super().__init__("%s %s: %s is not expected in state %s"
-                         % (machine, call_id, event, state))
+                         % (machine, call_id, event, state), state, event)
         self.machine = machine
-        self.state = state
-        self.event = event
         self.call_id = call_id
-
-
-def describe(table: Table) -> str:
-    """The table as text: one line per (state, event), in the table's order."""
-    width_state = max(len(state) for state, _ in table)
-    width_event = max(len(event) for _, event in table)
-    lines = []
-    for (state, event), (new, actions) in table.items():
-        lines.append("%-*s  %-*s  -> %-*s %s" % (
-            width_state, state, width_event, event, width_state, new,
-            ", ".join(actions) if actions else "-"))
-    return "\n".join(lines)
-
-
-def _compile(table: Table, owner: type) -> Dict[Tuple[str, str], Tuple[str, tuple]]:
-    """The table with each action's name replaced by the method it names."""
-    return {key: (new, tuple(getattr(owner, name) for name in actions))
-            for key, (new, actions) in table.items()}
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -142,50 +120,57 @@ GIVE_UP = "give up"  # the same for a non-INVITE branch: once sent it runs to it
 _LIVE = (TRYING, PROCEEDING, CANCEL_WANTED, CANCELLING)
 
 BRANCH_TABLE: Table = {
-    (WAITING, LAUNCH): (TRYING, ("start_client",)),
-    (WAITING, DNS_ANSWERED): (WAITING, ("launch_or_fail",)),
-    (WAITING, FAILURE): (DONE, ("finish",)),
-    (WAITING, CANCEL): (DONE, ("finish_cancelled",)),
-    (WAITING, GIVE_UP): (DONE, ("finish_cancelled",)),
-
-    (TRYING, PROVISIONAL): (PROCEEDING, ("relay_provisional",)),
-    (TRYING, SUCCESS): (DONE, ("finish",)),
-    (TRYING, FAILURE): (DONE, ("finish",)),
-    (TRYING, UNAVAILABLE): (DONE, ("fail_over_or_finish",)),
-    (TRYING, TIMER_C): (DONE, ("finish_timeout", "terminate_client")),
-    (TRYING, CANCEL): (CANCEL_WANTED, ()),
-    (TRYING, GIVE_UP): (TRYING, ()),
-
-    (PROCEEDING, PROVISIONAL): (PROCEEDING, ("relay_provisional",)),
-    (PROCEEDING, SUCCESS): (DONE, ("finish",)),
-    (PROCEEDING, FAILURE): (DONE, ("finish",)),
-    (PROCEEDING, UNAVAILABLE): (DONE, ("fail_over_or_finish",)),
-    (PROCEEDING, TIMER_C): (DONE, ("send_cancel", "finish_timeout")),
-    (PROCEEDING, CANCEL): (CANCELLING, ("send_cancel",)),
-    (PROCEEDING, GIVE_UP): (PROCEEDING, ()),
-
-    (CANCEL_WANTED, PROVISIONAL): (CANCELLING, ("send_cancel", "relay_provisional")),
-    (CANCEL_WANTED, SUCCESS): (DONE, ("finish",)),
-    (CANCEL_WANTED, FAILURE): (DONE, ("finish",)),
-    (CANCEL_WANTED, UNAVAILABLE): (DONE, ("finish",)),
-    (CANCEL_WANTED, TIMER_C): (DONE, ("finish_timeout", "terminate_client")),
-    (CANCEL_WANTED, CANCEL): (CANCEL_WANTED, ()),
-
-    (CANCELLING, PROVISIONAL): (CANCELLING, ("relay_provisional",)),
-    (CANCELLING, SUCCESS): (DONE, ("finish",)),
-    (CANCELLING, FAILURE): (DONE, ("finish",)),
-    (CANCELLING, UNAVAILABLE): (DONE, ("finish",)),
-    (CANCELLING, TIMER_C): (DONE, ("finish_timeout",)),
-    (CANCELLING, CANCEL): (CANCELLING, ()),
-
-    (DONE, DNS_ANSWERED): (DONE, ()),
-    (DONE, PROVISIONAL): (DONE, ()),
-    (DONE, SUCCESS): (DONE, ("late_success",)),
-    (DONE, FAILURE): (DONE, ()),
-    (DONE, UNAVAILABLE): (DONE, ()),
-    (DONE, TIMER_C): (DONE, ()),
-    (DONE, CANCEL): (DONE, ()),
-    (DONE, GIVE_UP): (DONE, ()),
+    WAITING: {
+        LAUNCH: (TRYING, ("start_client",)),
+        DNS_ANSWERED: (WAITING, ("launch_or_fail",)),
+        FAILURE: (DONE, ("finish",)),
+        CANCEL: (DONE, ("finish_cancelled",)),
+        GIVE_UP: (DONE, ("finish_cancelled",)),
+    },
+    TRYING: {
+        PROVISIONAL: (PROCEEDING, ("relay_provisional",)),
+        SUCCESS: (DONE, ("finish",)),
+        FAILURE: (DONE, ("finish",)),
+        UNAVAILABLE: (DONE, ("fail_over_or_finish",)),
+        TIMER_C: (DONE, ("finish_timeout", "terminate_client")),
+        CANCEL: (CANCEL_WANTED, ()),
+        GIVE_UP: (TRYING, ()),
+    },
+    PROCEEDING: {
+        PROVISIONAL: (PROCEEDING, ("relay_provisional",)),
+        SUCCESS: (DONE, ("finish",)),
+        FAILURE: (DONE, ("finish",)),
+        UNAVAILABLE: (DONE, ("fail_over_or_finish",)),
+        TIMER_C: (DONE, ("send_cancel", "finish_timeout")),
+        CANCEL: (CANCELLING, ("send_cancel",)),
+        GIVE_UP: (PROCEEDING, ()),
+    },
+    CANCEL_WANTED: {
+        PROVISIONAL: (CANCELLING, ("send_cancel", "relay_provisional")),
+        SUCCESS: (DONE, ("finish",)),
+        FAILURE: (DONE, ("finish",)),
+        UNAVAILABLE: (DONE, ("finish",)),
+        TIMER_C: (DONE, ("finish_timeout", "terminate_client")),
+        CANCEL: (CANCEL_WANTED, ()),
+    },
+    CANCELLING: {
+        PROVISIONAL: (CANCELLING, ("relay_provisional",)),
+        SUCCESS: (DONE, ("finish",)),
+        FAILURE: (DONE, ("finish",)),
+        UNAVAILABLE: (DONE, ("finish",)),
+        TIMER_C: (DONE, ("finish_timeout",)),
+        CANCEL: (CANCELLING, ()),
+    },
+    DONE: {
+        DNS_ANSWERED: (DONE, ()),
+        PROVISIONAL: (DONE, ()),
+        SUCCESS: (DONE, ("late_success",)),
+        FAILURE: (DONE, ()),
+        UNAVAILABLE: (DONE, ()),
+        TIMER_C: (DONE, ()),
+        CANCEL: (DONE, ()),
+        GIVE_UP: (DONE, ()),
+    },
 }
 
 
@@ -211,7 +196,7 @@ class Branch:
     def handle(self, event: str, arg: Any = None) -> None:
         """Take one event through `BRANCH_TABLE`: the new state, then its actions."""
         try:
-            self.state, actions = _BRANCH_STEPS[(self.state, event)]
+            self.state, actions = _BRANCH_STEPS[self.state][event]
         except KeyError:
             ctx = self.ctx
             raise UnexpectedEvent("branch", self.state, event,
@@ -431,27 +416,32 @@ FINAL = "final"  # a final answer of our own (or the best of the fork)
 EXHAUSTED = "branches done"  # every branch has its final response, none was a 2xx
 
 CONTEXT_TABLE: Table = {
-    (STATELESS, BEGIN): (FORWARDING, ("open_server",)),
-    (STATELESS, FINAL): (ANSWERED, ("send_stateless",)),
-
-    (FORWARDING, START): (FORWARDING, ("next_group_or_best",)),
-    (FORWARDING, PROVISIONAL): (FORWARDING, ("forward_response",)),
-    (FORWARDING, SUCCESS): (ANSWERED, ("forward_response", "cancel_others")),
-    (FORWARDING, EXHAUSTED): (FORWARDING, ("next_group_or_best",)),
-    (FORWARDING, FINAL): (ANSWERED, ("respond_final",)),
-    (FORWARDING, CANCEL): (CANCELLED, ("cancel_branches",)),
-
-    (CANCELLED, PROVISIONAL): (CANCELLED, ("forward_response",)),
-    (CANCELLED, SUCCESS): (ANSWERED, ("forward_response", "cancel_others")),
-    (CANCELLED, EXHAUSTED): (CANCELLED, ("send_best",)),
-    (CANCELLED, FINAL): (ANSWERED, ("respond_final",)),
-    (CANCELLED, CANCEL): (CANCELLED, ("cancel_branches",)),
-
-    (ANSWERED, PROVISIONAL): (ANSWERED, ()),
-    (ANSWERED, SUCCESS): (ANSWERED, ("forward_response",)),
-    (ANSWERED, EXHAUSTED): (ANSWERED, ()),
-    (ANSWERED, FINAL): (ANSWERED, ()),
-    (ANSWERED, CANCEL): (ANSWERED, ("cancel_branches",)),
+    STATELESS: {
+        BEGIN: (FORWARDING, ("open_server",)),
+        FINAL: (ANSWERED, ("send_stateless",)),
+    },
+    FORWARDING: {
+        START: (FORWARDING, ("next_group_or_best",)),
+        PROVISIONAL: (FORWARDING, ("forward_response",)),
+        SUCCESS: (ANSWERED, ("forward_response", "cancel_others")),
+        EXHAUSTED: (FORWARDING, ("next_group_or_best",)),
+        FINAL: (ANSWERED, ("respond_final",)),
+        CANCEL: (CANCELLED, ("cancel_branches",)),
+    },
+    CANCELLED: {
+        PROVISIONAL: (CANCELLED, ("forward_response",)),
+        SUCCESS: (ANSWERED, ("forward_response", "cancel_others")),
+        EXHAUSTED: (CANCELLED, ("send_best",)),
+        FINAL: (ANSWERED, ("respond_final",)),
+        CANCEL: (CANCELLED, ("cancel_branches",)),
+    },
+    ANSWERED: {
+        PROVISIONAL: (ANSWERED, ()),
+        SUCCESS: (ANSWERED, ("forward_response",)),
+        EXHAUSTED: (ANSWERED, ()),
+        FINAL: (ANSWERED, ()),
+        CANCEL: (ANSWERED, ("cancel_branches",)),
+    },
 }
 
 
@@ -480,7 +470,7 @@ class ProxyContext:
                response: Optional[Response] = None) -> None:
         """Take one event through `CONTEXT_TABLE`: the new state, then its actions."""
         try:
-            self.state, actions = _CONTEXT_STEPS[(self.state, event)]
+            self.state, actions = _CONTEXT_STEPS[self.state][event]
         except KeyError:
             raise UnexpectedEvent("request", self.state, event, self.request.call_id) from None
         for action in actions:
@@ -710,8 +700,8 @@ class ProxyContext:
         self.branches = []
 
 
-_BRANCH_STEPS = _compile(BRANCH_TABLE, Branch)
-_CONTEXT_STEPS = _compile(CONTEXT_TABLE, ProxyContext)
+_BRANCH_STEPS = compile_table(BRANCH_TABLE, Branch)
+_CONTEXT_STEPS = compile_table(CONTEXT_TABLE, ProxyContext)
 
 if __doc__:  # not under python -OO
     __doc__ = __doc__.format(

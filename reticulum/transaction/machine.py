@@ -21,9 +21,11 @@ docstrings of `client` and `server` show those drawings, and a test checks that 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Optional, Protocol, Tuple
+from typing import Any, Callable, Optional, Protocol
 
 from reticulum import events
+from reticulum.statetable import Compiled, StateTableError, Table, describe
+from reticulum.statetable import compile_table as _compile
 from reticulum.transaction.timers import Timer, Timers
 
 __all__ = [
@@ -64,44 +66,18 @@ TRANSPORT_ERROR = "transport error"
 CANCELLED = "cancelled"  # a CANCEL went out for this INVITE
 TERMINATE = "terminate"  # the TU (or shutdown) ends the transaction
 
-#: the table as written: state -> event -> (new state, action names)
-Table = Mapping[str, Mapping[str, Tuple[str, Tuple[str, ...]]]]
-Action = Callable[[Any, Any], Any]
-#: the table as run: the action names turned into the class's methods
-Compiled = Dict[str, Dict[str, Tuple[str, Tuple[Action, ...]]]]
-
-
-class TransactionStateError(Exception):
+class TransactionStateError(StateTableError):
     """An event the transaction's table does not allow in its current state."""
 
     def __init__(self, transaction: Any, state: str, event: str):
-        super().__init__("%r: %s is not allowed in state %s" % (transaction, event, state))
+        super().__init__("%r: %s is not allowed in state %s" % (transaction, event, state),
+                         state, event)
         self.transaction = transaction
-        self.state = state
-        self.event = event
 
 
 def compile_table(table: Table, cls: type) -> Compiled:
-    """`table` with each action name replaced by ``cls._<name>``; an unknown name fails here,
-    at import, rather than on the first message."""
-    out: Compiled = {}
-    for state, row in table.items():
-        out[state] = {}
-        for event, (new, actions) in row.items():
-            if new not in table:
-                raise ValueError("%s: %s leads to %s, which has no row" % (state, event, new))
-            out[state][event] = (new, tuple(getattr(cls, "_" + name) for name in actions))
-    return out
-
-
-def describe(table: Table) -> str:
-    """The table as text, one transition a line: ``state  event -> new state: actions``."""
-    lines = []
-    for state, row in table.items():
-        for event, (new, actions) in row.items():
-            lines.append("%-11s %-16s -> %-11s %s" % (
-                state, event, new, ", ".join(actions) if actions else "-"))
-    return "\n".join(lines)
+    """`table` with each action name replaced by ``cls._<name>``."""
+    return _compile(table, cls, prefix="_")
 
 
 class Host(Protocol):

@@ -1,5 +1,5 @@
-"""The transaction rooms import only downwards: sip, addresses and events from outside (never a
-reactor, a transport or a room above), and inside the package timers <- keys <- machine <-
+"""The transaction rooms import only downwards: sip, addresses, events and the state-table
+helpers from outside (never a reactor, a transport or a room above), and inside the package timers <- keys <- machine <-
 server, client <- layer, wherever an import stands (inside a function or under TYPE_CHECKING
 too)."""
 from __future__ import annotations
@@ -22,7 +22,7 @@ INSIDE = {
     "layer": {"client", "keys", "machine", "server", "timers"},
     "__init__": {"client", "layer", "machine", "server", "timers"},
 }
-OUTSIDE = {"reticulum.sip", "reticulum.addresses", "reticulum.events"}
+OUTSIDE = {"reticulum.sip", "reticulum.addresses", "reticulum.events", "reticulum.statetable"}
 
 
 def imports(path: Path) -> Set[str]:
