@@ -44,9 +44,12 @@ def compile_table(table: Table, owner: type, prefix: str = "") -> Compiled:
 
 def describe(table: Table) -> str:
     """The table as text, one transition a line: ``state  event -> new state  actions``."""
+    states = max(11, 1 + max(len(state) for state in table))
+    events = max(16, 1 + max(len(event) for row in table.values() for event in row))
     lines = []
     for state, row in table.items():
         for event, (new, actions) in row.items():
-            lines.append("%-11s %-16s -> %-11s %s" % (
-                state, event, new, ", ".join(actions) if actions else "-"))
+            lines.append("%-*s %-*s -> %-*s %s" % (
+                states, state, events, event, states, new,
+                ", ".join(actions) if actions else "-"))
     return "\n".join(lines)
