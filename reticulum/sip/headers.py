@@ -1,7 +1,12 @@
 """Header names (canonical spellings, compact forms, list headers) and the header container."""
 from __future__ import annotations
 
+from typing import Any, Iterator, List, Optional, Tuple
+
 from .grammar import TOKEN_CHARS, WS, split_commas
+
+#: one header line: (lower-case long name, display name, raw value)
+Entry = Tuple[str, str, str]
 
 # Canonical spellings of the headers this project knows (RFC 3261 and its extensions).
 _KNOWN = (
@@ -87,6 +92,33 @@ def name_info(name: str):
     return info
 
 
+_CONTENT_LENGTH = _LOWER["content-length"]
+
+
+def header_lines(lines: List[str]) -> Tuple[List[Entry], List[str], bool]:
+    """The entries (for ``Headers.from_entries``) of a message's unfolded header lines,
+    the values of its Content-Length lines, and whether a line was not ``name: value`` with
+    a token name (such a line is left out)."""
+    entries: List[Entry] = []
+    append = entries.append
+    lengths = []
+    bad = False
+    get_info = _INFO.get
+    for line in lines:
+        name, colon, value = line.partition(":")
+        info = get_info(name) if colon else None
+        if info is None:
+            info = name_info(name) if colon else None
+            if info is None:
+                bad = True
+                continue
+        value = value.strip(WS)
+        if info is _CONTENT_LENGTH:
+            lengths.append(value)
+        append((info[0], info[1], value))
+    return entries, lengths, bad
+
+
 def canonical_name(name: str) -> str:
     """The canonical spelling of a header name: compact forms expanded, known headers in
     their usual case ("call-id" -> "Call-ID", "v" -> "Via", "www-authenticate" ->
@@ -148,7 +180,29 @@ class Headers:
             else:
                 h.append((key, display, _check_value(value)))
 
+    @classmethod
+    def from_entries(cls, entries: List[Entry]) -> "Headers":
+        """Headers over (key, display name, value) triples that are already checked: those
+        the parser built, or ``entries()`` of other Headers. The list is taken, not copied."""
+        new = cls.__new__(cls)
+        new._h = entries
+        new._cache = {}
+        return new
+
     # -- reading -------------------------------------------------------------------------------
+
+    def entries(self) -> Iterator[Entry]:
+        """(key, display name, raw value) of every line, in order; the key is the lower-case
+        long name (``header_key``), for callers that look at every line once."""
+        return iter(self._h)
+
+    def first(self, key: str) -> Optional[str]:
+        """The raw value of the first line whose key (``header_key``) is ``key``, or None:
+        ``get`` without the name lookup, for callers that hold the key already."""
+        for k, _, v in self._h:
+            if k == key:
+                return v
+        return None
 
     def get(self, name: str, default=None):
         """The raw value of the first line of that name (the whole line), or default."""
@@ -164,7 +218,7 @@ class Headers:
         per line."""
         key = header_key(name)
         if key in LIST_HEADERS:
-            out = []
+            out: List[str] = []
             for k, _, v in self._h:
                 if k == key:
                     if "," in v:
@@ -217,16 +271,29 @@ class Headers:
             return NotImplemented
         return [(k, v) for k, _, v in self._h] == [(k, v) for k, _, v in other._h]
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
 
     def __repr__(self) -> str:
         return "Headers(%r)" % (self.items(),)
 
     def copy(self) -> "Headers":
-        new = Headers.__new__(Headers)
-        new._h = list(self._h)
-        new._cache = {}
-        return new
+        return Headers.from_entries(list(self._h))
+
+    # -- typed values parsed from the lines ----------------------------------------------------
+
+    def parsed(self, key: str) -> Any:
+        """The typed value kept for that header key by ``keep_parsed``, or None. It stays
+        until a line of that header changes or ``forget_parsed`` is called."""
+        return self._cache.get(key)
+
+    def keep_parsed(self, key: str, value: Any) -> Any:
+        """Keep the typed value parsed from the lines of that header key; returns it."""
+        self._cache[key] = value
+        return value
+
+    def forget_parsed(self) -> None:
+        """Drop every typed value kept so far (they are parsed again when asked for)."""
+        self._cache.clear()
 
     # -- changing ------------------------------------------------------------------------------
 
