@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import re
-from typing import AbstractSet, Callable, Dict, FrozenSet, List, Optional, Set, Tuple, TypeVar
+from functools import partial
+from typing import AbstractSet, Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple, TypeVar
 
 from .errors import ParseError
 from .grammar import TOKEN_CHARS, WS, WORD_CHARS, small_int, split_commas, split_list
-from .headers import Entry, Headers, header_lines
+from .headers import Entry, Headers
 from .uri import URI, parse_uri
 from .values import (
     MAX_EXPIRES,
@@ -125,36 +126,36 @@ class Message:
     def forget_parsed(self) -> None:
         """Drop the typed values parsed so far (they are parsed again when asked for): for
         messages kept a long time, such as a transaction's last response."""
-        self.headers.forget_parsed()
+        self.headers.typed.clear()
 
     # -- typed values --------------------------------------------------------------------------
 
     def _address_list(self, key: str, reason: str) -> list:
         headers = self.headers
-        found = headers.parsed(key)
+        found = headers.typed.get(key)
         if found is None:
             found = []
             for k, _, v in headers.entries():
                 if k == key:
                     for part in split_list(v, reason):
                         found.append(_parse_address(part, reason))
-            headers.keep_parsed(key, found)
+            headers.typed[key] = found
         return list(found)
 
     def _address(self, key: str, reason: str) -> Optional[Address]:
         headers = self.headers
-        found = headers.parsed(key)
+        found = headers.typed.get(key)
         if found is None:
             value = headers.first(key)
             if value is None:
                 return None
-            found = headers.keep_parsed(key, _parse_address(value, reason))
+            found = headers.typed[key] = _parse_address(value, reason)
         return found
 
     @property
     def vias(self) -> List[Via]:
         headers = self.headers
-        found = headers.parsed("via")
+        found = headers.typed.get("via")
         if found is None or type(found) is _TopVia:
             top = found[0] if found else None
             found = []
@@ -169,13 +170,13 @@ class Message:
                         found.append(parse_via(v))
             if top is not None:
                 found[0] = top  # the same object `via` gave
-            headers.keep_parsed("via", found)
+            headers.typed["via"] = found
         return list(found)
 
     @property
     def via(self) -> Optional[Via]:
         """The top Via, or None."""
-        found = self.headers.parsed("via")
+        found = self.headers.typed.get("via")
         if found is None:
             found = self.vias
         return found[0] if found else None
@@ -187,12 +188,12 @@ class Message:
     @property
     def cseq(self) -> Optional[CSeq]:
         headers = self.headers
-        found = headers.parsed("cseq")
+        found = headers.typed.get("cseq")
         if found is None:
             value = headers.first("cseq")
             if value is None:
                 return None
-            found = headers.keep_parsed("cseq", parse_cseq(value))
+            found = headers.typed["cseq"] = parse_cseq(value)
         return found
 
     @property
@@ -218,11 +219,11 @@ class Message:
 
     @property
     def max_forwards(self) -> Optional[int]:
-        return _bounded(self.headers.first("max-forwards"), MAX_MAX_FORWARDS, "Max-Forwards")
+        return _bounded(MAX_MAX_FORWARDS, "Max-Forwards", self.headers.first("max-forwards"))
 
     @property
     def expires(self) -> Optional[int]:
-        return _bounded(self.headers.first("expires"), MAX_EXPIRES, "Expires")
+        return _bounded(MAX_EXPIRES, "Expires", self.headers.first("expires"))
 
     # -- validation ----------------------------------------------------------------------------
 
@@ -237,47 +238,45 @@ class Message:
         same reason: start line, required headers present once, Via, To, From, Call-ID,
         CSeq (and its method), then the optional single headers and the address lists."""
         firsts, multiple, vias, addresses = _sort_lines(self.headers)
-        self._check_start_line()
-        for key, name in _REQUIRED:
-            if key not in firsts:
-                raise ParseError("Missing " + name)
-            if key in multiple:
-                raise ParseError("Multiple " + name)
-        headers = self.headers
-        cached = headers.parsed("via")
-        if cached is None:
-            self._check_vias(vias)
-        elif not cached:
-            raise ParseError("Missing Via")
-        if headers.parsed("to") is None:
-            headers.keep_parsed("to", _parse_address(firsts["to"], "Bad To"))
-        if headers.parsed("from") is None:
-            headers.keep_parsed("from", _parse_address(firsts["from"], "Bad From"))
-        if not _valid_call_id(firsts["call-id"]):
-            raise ParseError("Bad Call-ID")
-        cseq = headers.parsed("cseq")
-        if cseq is None:
-            cseq = headers.keep_parsed("cseq", parse_cseq(firsts["cseq"]))
-        self._check_cseq_method(cseq)
+        request = self if isinstance(self, Request) else None
+        if request is not None:
+            request._check_uri()
+        cseq = self._check_required(firsts, multiple, vias)
+        if request is not None and cseq.method != request.method:
+            raise ParseError("CSeq method mismatch")
         if len(firsts) > len(_REQUIRED):
-            for key, name, check in _OPTIONAL_CHECKS:
-                value = firsts.get(key)
-                if value is not None:
-                    if key in multiple:
-                        raise ParseError("Multiple " + name)
-                    check(value)
+            _check_optional(firsts, multiple)
         if addresses:
-            unsure = _unsure_addresses(addresses, headers)
+            unsure = _unsure_addresses(addresses, self.headers.typed)
             if unsure:
                 for key, check_list in _ADDRESS_CHECKS:
                     if key in unsure:
                         check_list(self)
 
-    def _check_start_line(self) -> None:
-        """validate()'s check of the start line (a Request's URI)."""
-
-    def _check_cseq_method(self, cseq: CSeq) -> None:
-        """validate()'s check that CSeq fits the start line (a Request's method)."""
+    def _check_required(self, firsts: Dict[str, str], multiple: AbstractSet[str],
+                        vias: List[str]) -> CSeq:
+        """validate()'s required headers: To, From, Call-ID and CSeq there once; the top Via,
+        To, From and CSeq parsed and kept, the other Vias and Call-ID checked."""
+        for key, name in _REQUIRED:
+            if key not in firsts:
+                raise ParseError("Missing " + name)
+            if key in multiple:
+                raise ParseError("Multiple " + name)
+        typed = self.headers.typed
+        if "via" not in typed:
+            self._check_vias(vias)
+        elif not typed["via"]:
+            raise ParseError("Missing Via")
+        if "to" not in typed:
+            typed["to"] = _parse_address(firsts["to"], "Bad To")
+        if "from" not in typed:
+            typed["from"] = _parse_address(firsts["from"], "Bad From")
+        if not _valid_call_id(firsts["call-id"]):
+            raise ParseError("Bad Call-ID")
+        cseq = typed.get("cseq")
+        if cseq is None:
+            cseq = typed["cseq"] = parse_cseq(firsts["cseq"])
+        return cseq
 
     def _check_vias(self, lines: List[str]) -> None:
         """validate()'s Via part: the top one parsed and cached, the others checked (as
@@ -297,7 +296,7 @@ class Message:
                     parse_via(part)
         if top is None:
             raise ParseError("Missing Via")
-        self.headers.keep_parsed("via", _TopVia((top,)))
+        self.headers.typed["via"] = _TopVia((top,))
 
     # -- serialization -------------------------------------------------------------------------
 
@@ -375,7 +374,7 @@ def _sort_lines(headers: Headers) -> Tuple[Dict[str, str], AbstractSet[str], Lis
     return firsts, multiple, vias, addresses
 
 
-def _bounded(value: Optional[str], limit: int, name: str) -> Optional[int]:
+def _bounded(limit: int, name: str, value: Optional[str]) -> Optional[int]:
     """The number a Max-Forwards or Expires value holds (None when absent)."""
     if value is None:
         return None
@@ -395,11 +394,21 @@ def _check_content_length(value: str) -> None:
 # validate()'s checks of the optional single headers, in the order they run: (key, name for
 # "Multiple ...", check of the first value)
 _OPTIONAL_CHECKS: Tuple[Tuple[str, str, Callable[[str], object]], ...] = (
-    ("max-forwards", "Max-Forwards", lambda v: _bounded(v, MAX_MAX_FORWARDS, "Max-Forwards")),
+    ("max-forwards", "Max-Forwards", partial(_bounded, MAX_MAX_FORWARDS, "Max-Forwards")),
     ("content-length", "Content-Length", _check_content_length),
-    ("expires", "Expires", lambda v: _bounded(v, MAX_EXPIRES, "Expires")),
+    ("expires", "Expires", partial(_bounded, MAX_EXPIRES, "Expires")),
     ("date", "Date", parse_date),
 )
+
+
+def _check_optional(firsts: Dict[str, str], multiple: AbstractSet[str]) -> None:
+    """validate()'s optional single headers: there at most once, and well formed."""
+    for key, name, check in _OPTIONAL_CHECKS:
+        value = firsts.get(key)
+        if value is not None:
+            if key in multiple:
+                raise ParseError("Multiple " + name)
+            check(value)
 
 
 def _check_contacts(msg: "Message") -> None:
@@ -422,12 +431,12 @@ _ADDRESS_CHECKS: Tuple[Tuple[str, Callable[["Message"], object]], ...] = (
 _ADDRESS_LISTS = frozenset(key for key, _ in _ADDRESS_CHECKS)
 
 
-def _unsure_addresses(addresses: List[Tuple[str, str]], headers: Headers) -> Set[str]:
+def _unsure_addresses(addresses: List[Tuple[str, str]], typed: Dict[str, Any]) -> Set[str]:
     """The keys (of Contact, Route, Record-Route) with a value the fast patterns do not
     vouch for; the full parser must look at those (and may raise)."""
     unsure: Set[str] = set()
     for key, v in addresses:
-        if not v or key in unsure or headers.parsed(key) is not None:
+        if not v or key in unsure or key in typed:
             continue
         if "," in v:
             if '"' in v or "<" not in v:
@@ -468,10 +477,10 @@ class Request(Message):
         self.method = method
         self.uri = parse_uri(uri) if isinstance(uri, str) else uri
 
-    @classmethod
-    def _make(cls, method: str, uri: URI, headers: Headers, body: bytes) -> "Request":
+    @staticmethod
+    def _make(method: str, uri: URI, headers: Headers, body: bytes) -> "Request":
         """A request from parts already checked (the parser's, a copy's), as they are."""
-        new = cls.__new__(cls)
+        new = Request.__new__(Request)
         new.method = method
         new.uri = uri
         new.headers = headers
@@ -481,14 +490,11 @@ class Request(Message):
     def _start_line(self) -> str:
         return "%s %s SIP/2.0" % (self.method, self.uri)
 
-    def _check_start_line(self) -> None:
+    def _check_uri(self) -> None:
+        """validate()'s check of the Request-URI: a sip/sips one has a host, no headers."""
         uri = self.uri
         if uri.scheme in ("sip", "sips") and (uri.headers is not None or not uri.host):
             raise ParseError("Bad Request-URI")
-
-    def _check_cseq_method(self, cseq: CSeq) -> None:
-        if cseq.method != self.method:
-            raise ParseError("CSeq method mismatch")
 
     def copy(self) -> "Request":
         """A copy sharing the (immutable) header values; the URI is copied."""
@@ -515,10 +521,10 @@ class Response(Message):
             reason = reason.replace("\r", " ").replace("\n", " ")
         return "SIP/2.0 %d %s" % (self.status, reason)
 
-    @classmethod
-    def _make(cls, status: int, reason: str, headers: Headers, body: bytes) -> "Response":
+    @staticmethod
+    def _make(status: int, reason: str, headers: Headers, body: bytes) -> "Response":
         """A response from parts already checked (the parser's, a copy's), as they are."""
-        new = cls.__new__(cls)
+        new = Response.__new__(Response)
         new.status = status
         new.reason = reason
         new.headers = headers
@@ -617,8 +623,8 @@ def _unfold(lines: List[str]) -> List[str]:
     return out
 
 
-# (lines of the head, start line first; where the body starts; whether a line holds a bare CR)
-_Head = Tuple[List[str], int, bool]
+# (start line, header lines, where the body starts, whether a line holds a bare CR)
+_Head = Tuple[str, List[str], int, bool]
 
 
 def _head_lines(data: bytes) -> _Head:
@@ -636,9 +642,11 @@ def _head_lines(data: bytes) -> _Head:
     count = len(lines) - 1
     if text.count("\n") != count or text.count("\r") != count:
         return _head_lines_general(data)
+    first = lines[0]
+    del lines[0]
     if count and ("\n " in text or "\n\t" in text):
-        lines = [lines[0]] + _unfold(lines[1:])
-    return lines, end + 4, False
+        lines = _unfold(lines)
+    return first, lines, end + 4, False
 
 
 def _head_lines_general(data: bytes) -> _Head:
@@ -656,9 +664,11 @@ def _head_lines_general(data: bytes) -> _Head:
     text = head.decode("utf-8", "surrogateescape")
     lines = _LINE_RE.split(text)
     bad_line = any("\r" in line for line in lines)
-    if len(lines) > 1 and ("\n " in text or "\n\t" in text):
-        lines = [lines[0]] + _unfold(lines[1:])
-    return lines, bstart, bad_line
+    first = lines[0]
+    del lines[0]
+    if lines and ("\n " in text or "\n\t" in text):
+        lines = _unfold(lines)
+    return first, lines, bstart, bad_line
 
 
 def _body(data: bytes, bstart: int, lengths: List[str],
@@ -695,37 +705,34 @@ def parse(data: bytes, stream: bool = False) -> Message:
         data = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else bytes(data)
     if data[:1] in (b"\r", b"\n"):
         data = data.lstrip(b"\r\n")
-    lines, bstart, bad_line = _head_lines(data)
-    first = lines[0]
+    first, lines, bstart, bad_line = _head_lines(data)
     if first[:4].upper() == "SIP/":
         code, reason = _status_line(first)
-        entries, lengths, bad_header = header_lines(lines[1:])
+        headers, lengths, bad_header = Headers.from_lines(lines)
         body, framing = _body(data, bstart, lengths, stream)
-        error = _first_fault(None, bad_header, bad_line, framing)
-        if error is not None:
-            raise ParseError(error)
-        return Response._make(code, reason, Headers.from_entries(entries), body)
+        if bad_header or bad_line or framing is not None:
+            raise ParseError(_first_fault(bad_header, bad_line, framing))
+        return Response._make(code, reason, headers, body)
     method, uri, error, status = _request_line(first)
     if method is None:
         raise ParseError(error or "Bad Request-Line", status)
-    entries, lengths, bad_header = header_lines(lines[1:])
+    headers, lengths, bad_header = Headers.from_lines(lines)
     body, framing = _body(data, bstart, lengths, stream)
-    msg = Request._make(method, uri, Headers.from_entries(entries), body)
-    error = _first_fault(error, bad_header, bad_line, framing)
+    msg = Request._make(method, uri, headers, body)
+    if error is None and (bad_header or bad_line or framing is not None):
+        error = _first_fault(bad_header, bad_line, framing)
     if error is not None:
         raise ParseError(error, status, msg)
     return msg
 
 
-def _first_fault(start: Optional[str], bad_header: bool, bad_line: bool,
-                 framing: Optional[str]) -> Optional[str]:
-    """parse()'s reason: the first fault found, in the order of the message."""
-    if start is not None:
-        return start
+def _first_fault(bad_header: bool, bad_line: bool, framing: Optional[str]) -> str:
+    """parse()'s reason after the start line: the first fault, in the order of the message."""
     if bad_header:
         return "Bad header line"
     if bad_line:
         return "Bad line ending"
+    assert framing is not None
     return framing
 
 

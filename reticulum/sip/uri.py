@@ -61,12 +61,12 @@ class URI:
         self.headers = headers
         self.opaque = opaque
 
-    @classmethod
-    def _make(cls, scheme: str, user: Optional[str], password: Optional[str],
+    @staticmethod
+    def _make(scheme: str, user: Optional[str], password: Optional[str],
               host: Optional[str], port: Optional[int], params: Dict[str, Optional[str]],
               headers: Optional[str], opaque: Optional[str]) -> "URI":
         """A URI from parts already checked and normalised (the parsers'), as they are."""
-        uri = cls.__new__(cls)
+        uri = URI.__new__(URI)
         uri.scheme = scheme
         uri.user = user
         uri.password = password
@@ -129,8 +129,15 @@ class URI:
 
     def copy(self, **changes) -> "URI":
         """A new URI with these attributes changed (params dict copied)."""
-        new = URI._make(self.scheme, self.user, self.password, self.host, self.port,
-                        dict(self.params), self.headers, self.opaque)
+        new = URI.__new__(URI)
+        new.scheme = self.scheme
+        new.user = self.user
+        new.password = self.password
+        new.host = self.host
+        new.port = self.port
+        new.params = dict(self.params)
+        new.headers = self.headers
+        new.opaque = self.opaque
         if changes:
             for name, value in changes.items():
                 if name not in URI.__slots__:

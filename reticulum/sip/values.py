@@ -56,11 +56,11 @@ class Address:
         self.params = dict(params) if params else {}
         self.star = star
 
-    @classmethod
-    def _make(cls, display: Optional[str], uri: Optional[URI],
+    @staticmethod
+    def _make(display: Optional[str], uri: Optional[URI],
               params: Dict[str, Optional[str]], star: bool = False) -> "Address":
         """An Address from parts already checked (the parsers'), as they are."""
-        addr = cls.__new__(cls)
+        addr = Address.__new__(Address)
         addr.display = display
         addr.uri = uri
         addr.params = params
@@ -92,8 +92,12 @@ class Address:
         return "Address(%r)" % str(self)
 
     def copy(self) -> "Address":
-        return Address._make(self.display, self.uri.copy() if self.uri is not None else None,
-                             dict(self.params), self.star)
+        new = Address.__new__(Address)
+        new.display = self.display
+        new.uri = self.uri.copy() if self.uri is not None else None
+        new.params = dict(self.params)
+        new.star = self.star
+        return new
 
     def __eq__(self, other) -> bool:
         if not isinstance(other, Address):
@@ -225,11 +229,11 @@ class Via:
         self.port = None if port is None else int(port)
         self.params = dict(params) if params else {}
 
-    @classmethod
-    def _make(cls, transport: str, host: str, port: Optional[int],
+    @staticmethod
+    def _make(transport: str, host: str, port: Optional[int],
               params: Dict[str, Optional[str]]) -> "Via":
         """A Via from parts already checked and normalised (the parsers'), as they are."""
-        via = cls.__new__(cls)
+        via = Via.__new__(Via)
         via.transport = transport
         via.host = host
         via.port = port
@@ -383,10 +387,10 @@ class CSeq:
         self.number = int(number)
         self.method = method
 
-    @classmethod
-    def _make(cls, number: int, method: str) -> "CSeq":
+    @staticmethod
+    def _make(number: int, method: str) -> "CSeq":
         """A CSeq from parts already checked (the parser's), as they are."""
-        cseq = cls.__new__(cls)
+        cseq = CSeq.__new__(CSeq)
         cseq.number = number
         cseq.method = method
         return cseq
