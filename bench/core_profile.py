@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from twisted.internet import reactor  # noqa: E402
 
 from reticulum.config import config_from_dict  # noqa: E402
-from reticulum.core import Core  # noqa: E402
+from reticulum.service import build_core  # noqa: E402
 from reticulum.location import Binding, MemoryLocation  # noqa: E402
 from reticulum.service import tune_gc  # noqa: E402
 from reticulum.sip import parse  # noqa: E402
@@ -63,7 +63,7 @@ def make_core(store):
         "log": {"messages": False}, "registrar": {"store": store},
     }, base_dir=state)
     net = Collecting()
-    core = Core(config, reactor, net)
+    core = build_core(config, reactor, net)
     core.start()
     tune_gc()  # as the server does after start-up
     return core, net

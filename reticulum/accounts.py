@@ -16,7 +16,9 @@ import os
 import re
 import sqlite3
 import threading
-from typing import Dict, FrozenSet, Iterable, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, Tuple
+
+from twisted.logger import Logger
 
 from reticulum.sip import digest
 
@@ -69,7 +71,7 @@ def valid_name(name: str) -> bool:
     return bool(name) and len(name) <= 128 and _NAME_FORBIDDEN.search(name) is None
 
 
-def _base_algorithms(algorithms: Iterable[str]) -> tuple[str, ...]:
+def base_algorithms(algorithms: Iterable[str]) -> tuple[str, ...]:
     found: list[str] = []
     for algorithm in algorithms:
         base = digest.base_algorithm(algorithm)
@@ -111,21 +113,17 @@ class AccountStore(AccountLookups):
         algorithms: Iterable[str] | None = None,
         watch: bool = True,
         poll_interval: float = POLL_INTERVAL,
-        log=None,
-    ):
+        log: Any = None,
+    ) -> None:
         if not realms:
             raise ValueError("at least one realm is needed")
         self.path = path
         self.realms = list(realms)
         # None: every supported algorithm, so enabling one later needs no new passwords.
-        self.algorithms = _base_algorithms(DEFAULT_ALGORITHMS if algorithms is None else algorithms)
+        self.algorithms = base_algorithms(DEFAULT_ALGORITHMS if algorithms is None else algorithms)
         self.watch = watch
         self.poll_interval = poll_interval
-        if log is None:
-            from twisted.logger import Logger
-
-            log = Logger()
-        self.log = log
+        self.log = log if log is not None else Logger()
         # (hashes, names): replaced as a whole, never mutated, so readers need no lock.
         self._state: Tuple[Hashes, FrozenSet[str]] = ({}, frozenset())
         self._db: sqlite3.Connection | None = None

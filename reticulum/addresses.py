@@ -18,7 +18,7 @@ from typing import Dict, NamedTuple, Optional, Sequence, Set, Tuple, Union
 __all__ = [
     "Flow", "ListeningPoint", "Target", "Destination", "LocalAddresses",
     "TRANSPORTS", "STREAM_TRANSPORTS", "RELIABLE", "DEFAULT_PORTS", "DEFAULT_SIP_PORT",
-    "hostport", "canonical_host", "advertised_host", "is_ip",
+    "hostport", "canonical_host", "advertised_host", "own_address", "is_ip", "source_key",
 ]
 
 #: every SIP transport name a Flow may carry
@@ -57,22 +57,49 @@ def is_ip(host: str) -> bool:
     return True
 
 
+#: a source key made of something that is no address is cut to this length
+_SOURCE_KEY_MAX = 64
+
+
+@functools.lru_cache(maxsize=4096)  # asked for every digest challenge and accepted connection
+def source_key(ip: str) -> str:
+    """Who a peer is, for counting: an IPv4 address, or the /64 of an IPv6 address (one
+    host holds a whole /64). Connection caps and digest failures and nonces count by it."""
+    if ":" not in ip:
+        return ip
+    try:
+        address = ipaddress.IPv6Address(ip.split("%", 1)[0])
+    except ValueError:
+        return ip[:_SOURCE_KEY_MAX]
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return "%s/64" % ipaddress.IPv6Address(int(address) >> 64 << 64)
+
+
 @functools.lru_cache(maxsize=64)
 def advertised_host(host: str) -> str:
     """The address we write into Via and Record-Route for a listening address.
 
     A wildcard bind has no address of its own; we take the one the host would use for
-    outgoing traffic (a UDP connect() sends nothing)."""
+    outgoing traffic, else loopback."""
     if host not in ("0.0.0.0", "::", ""):
         return host
-    family = socket.AF_INET6 if host == "::" else socket.AF_INET
-    probe = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"
+    if host == "::":
+        return own_address(ipv6=True) or "::1"
+    return own_address(ipv6=False) or "127.0.0.1"
+
+
+def own_address(ipv6: bool) -> Optional[str]:
+    """The IPv6 or IPv4 address this host would send from, or None (no route). A UDP
+    connect() chooses it and sends nothing."""
+    family = socket.AF_INET6 if ipv6 else socket.AF_INET
+    probe = "2001:db8::1" if ipv6 else "192.0.2.1"
     try:
         with socket.socket(family, socket.SOCK_DGRAM) as s:
             s.connect((probe, 9))
             return s.getsockname()[0]
     except OSError:
-        return "::1" if family == socket.AF_INET6 else "127.0.0.1"
+        return None
 
 
 @dataclass(frozen=True)
@@ -173,7 +200,9 @@ class LocalAddresses:
         """Is `host` one of the domains served here (case and a trailing dot ignored)?"""
         if host in self._domains:
             return True
-        return bool(host) and canonical_host(host) in self._domains
+        if not host:
+            return False
+        return canonical_host(host) in self._domains
 
     def local_domain(self, uri) -> Optional[str]:
         """The served domain `uri` names, or None. Our own listening addresses (with or
@@ -267,3 +296,38 @@ class LocalAddresses:
                 return point
             fallback = fallback or point
         return fallback
+
+
+def points_at_us(addresses: LocalAddresses, uri) -> bool:
+    """Would a request sent to this URI (a Contact, say) arrive at one of our own listening
+    addresses? Without a port, the transport's default port is meant."""
+    port = uri.port
+    if port is None:
+        port = 5061 if uri.scheme == "sips" or uri.transport == "tls" else DEFAULT_SIP_PORT
+    return addresses.is_local_address(uri.host or "", port, uri.transport)
+
+
+def response_destination(request, flow: Flow) -> Destination:
+    """RFC 3261 §18.2.2 and RFC 3581: where the responses to a request that came on `flow`
+    go: back on the flow when it is a connection, has `rport` or came from the Via's own
+    address; else to the Via's `received` (or sent-by) address over UDP."""
+    if flow.reliable:
+        return flow
+    via = request.via
+    if via.params.get("rport"):
+        return flow
+    host = via.params.get("received") or via.host
+    port = via.port or DEFAULT_SIP_PORT
+    if (host, port) == tuple(flow.remote):
+        return flow
+    return Target("udp", host, port)
+
+
+def via_destination(via) -> Target:
+    """Where a response goes when no flow is left for it: the Via's own address (§18.2.2,
+    with RFC 3581 `received`/`rport`)."""
+    transport = via.transport.lower()
+    host = via.params.get("received") or via.host
+    rport = via.params.get("rport")
+    port = int(rport) if rport else (via.port or (5061 if transport == "tls" else 5060))
+    return Target(transport, host, port)

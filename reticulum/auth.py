@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
 import hmac
-import ipaddress
 import os
 import re
 import struct
@@ -42,7 +40,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from reticulum import events
-from reticulum.addresses import canonical_host
+from reticulum.addresses import canonical_host, source_key
 from reticulum.sip import Response, format_auth, make_response, parse_auth, parse_uri
 from reticulum.sip import digest
 
@@ -118,20 +116,6 @@ def _read_secret(path: str) -> bytes:
     if len(secret) < 16:
         raise ValueError("%s holds fewer than 16 bytes; delete it to get a new one" % path)
     return secret
-
-
-@functools.lru_cache(maxsize=4096)
-def source_key(ip: str) -> str:
-    """Who failures and nonces belong to: an IPv4 address, or the /64 of an IPv6 address."""
-    if ":" not in ip:
-        return ip
-    try:
-        address = ipaddress.IPv6Address(ip.split("%", 1)[0])
-    except ValueError:
-        return ip[:_NAME_KEY_MAX]
-    if address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return "%s/64" % ipaddress.IPv6Address(int(address) >> 64 << 64)
 
 
 def _name_key(name: str) -> str:
@@ -223,7 +207,7 @@ class Authenticator:
         if credentials is None:
             self._log_challenge(request, source_ip, "no credentials", None, context)
             return AuthResult(response=self.challenge(request, proxy, realm, source_ip=source_ip))
-        username = credentials.get("username")
+        username: str = credentials.get("username") or ""
         if username and self._failures and self._locked(("pair", source, _name_key(username)), now):
             return self._forbidden(request, "source", "%s for %s" % (source, _name_key(username)))
         outcome = self._verify(request, credentials, source, now)
@@ -358,7 +342,9 @@ class Authenticator:
         if algorithm not in self.algorithms:
             return _BAD
         raw = self._nonce_raw(nonce)
-        issued = None if raw is None else self._nonce_issued(raw, realm)
+        if raw is None:
+            return _BAD
+        issued = self._nonce_issued(raw, realm)
         if issued is None or issued > now + CLOCK_SLACK:
             return _BAD
         if self.check_uri and not self._uri_matches(uri, request):

@@ -24,7 +24,12 @@ import datetime
 import ipaddress
 import os
 import socket
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple, cast
+
+from reticulum.addresses import own_address
+
+if TYPE_CHECKING:
+    from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 __all__ = [
     "make_self_signed",
@@ -55,22 +60,11 @@ def _host_names(domains: Iterable[str]) -> List[str]:
     return names
 
 
-def _own_address(family: int) -> Optional[str]:
-    """The address the host would send from (no packet is sent)."""
-    probe = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as s:
-            s.connect((probe, 9))
-            return s.getsockname()[0]
-    except OSError:
-        return None
-
-
 def _addresses(listening: Iterable[str]) -> List[str]:
     out: List[str] = ["127.0.0.1", "::1"]
     for host in listening:
         if host in ("0.0.0.0", "::"):
-            found = _own_address(socket.AF_INET6 if host == "::" else socket.AF_INET)
+            found = own_address(ipv6=host == "::")
             host = found or ""
         if host and host not in out:
             out.append(host)
@@ -293,7 +287,8 @@ class TLSContexts:
         if self.verify_peers:
             return ssl.optionsForClientTLS(
                 host,
-                trustRoot=_OwnAndSystemTrust(self.trusted),
+                # provides it from TLSContexts() on (classImplements): mypy cannot see that
+                trustRoot=cast("IOpenSSLTrustRoot", _OwnAndSystemTrust(self.trusted)),
                 clientCertificate=self.private,
                 extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
             )

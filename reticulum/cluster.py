@@ -37,12 +37,16 @@ import threading
 import time
 import uuid
 from collections import deque
-from typing import Any, Callable, Dict, FrozenSet, Iterable, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple, cast
+
+import redis
+from redis.commands.core import Script
 
 from reticulum import events
-from reticulum.accounts import AccountLookups
+from reticulum.accounts import DEFAULT_ALGORITHMS, AccountLookups, base_algorithms, valid_name
 from reticulum.addresses import advertised_host, hostport
-from reticulum.location import Binding, MemoryLocation, _emit
+from reticulum.location import Binding, MemoryLocation, log_line
+from reticulum.sip import digest
 
 __all__ = ["Cluster", "RedisLocation", "RedisAccounts", "share_secret_files", "SECRET_FILES",
            "RETRY_AFTER"]
@@ -63,17 +67,57 @@ BATCH_INTERVAL = 0.01
 _log = logging.getLogger("reticulum.cluster")
 
 
-def _client(url: str):
-    import redis
+#: what a lost or unreachable Redis raises (the others are bugs or bad data)
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
+
+def _client(url: str) -> redis.Redis:
+    """A client that decodes replies: redis-py types them ``bytes | str`` whatever
+    ``decode_responses`` says, so the replies read below are cast to ``str``."""
     return redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0,
                                 decode_responses=True)
 
 
-def _redis_errors() -> tuple:
-    import redis
+def _close(pubsub: Any) -> None:
+    if pubsub is not None:
+        try:
+            pubsub.close()
+        except Exception:
+            pass
 
-    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+def _listen(client: redis.Redis, channel: str, stopping: threading.Event,
+            subscribed: Callable[[], None], heard: Callable[[List[str]], None],
+            lost: Callable[[Exception], None], failed: Callable[[Exception], None]) -> None:
+    """Listen on ``channel`` until ``stopping`` is set (a thread's body).
+
+    After every (re)subscription ``subscribed()`` catches up with what was said while
+    nobody listened; the messages that arrived together (up to BATCH) go to ``heard`` in
+    one call. A Redis error goes to ``lost``, and the loop subscribes again after
+    RETRY_DELAY; any other error of the handlers goes to ``failed``."""
+    pubsub = None
+    while not stopping.is_set():
+        try:
+            if pubsub is None:
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(channel)
+                subscribed()
+            message = pubsub.get_message(timeout=0.5)
+            data: List[str] = []
+            while message is not None and len(data) < BATCH:
+                if message.get("type") == "message":
+                    data.append(message["data"])
+                message = pubsub.get_message(timeout=0)
+            if data:
+                heard(data)
+        except REDIS_ERRORS as e:
+            lost(e)
+            _close(pubsub)
+            pubsub = None
+            stopping.wait(RETRY_DELAY)
+        except Exception as e:
+            failed(e)
+    _close(pubsub)
 
 
 # -- records -------------------------------------------------------------------------------
@@ -179,7 +223,8 @@ class RedisLocation(MemoryLocation):
         self._call_in_main = call_in_main or (lambda f, *a: f(*a))
         self._clock = clock
         self._log = log if log is not None else _log
-        self._versions: dict = {}  # (aor, contact) -> version of the cached binding
+        #: (aor, contact) -> version of the cached binding
+        self._versions: Dict[Tuple[str, str], Optional[str]] = {}
         self._salt = uuid.uuid4().hex[:8]  # versions: unique across nodes and restarts
         self._serial = itertools.count(1)
         self._hurry = threading.Event()  # a flush waits: write without gathering more
@@ -188,9 +233,9 @@ class RedisLocation(MemoryLocation):
         self._pending: deque = deque()
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._threads: list = []
-        self._redis = None
-        self._scripts: dict = {}
+        self._threads: List[threading.Thread] = []
+        self._redis: Optional[redis.Redis] = None
+        self._scripts: Dict[str, Script] = {}
         self._writer_ok = True
         self._listener_ok = True
         #: changes written, and changes heard from other nodes (monitoring and tests)
@@ -210,8 +255,7 @@ class RedisLocation(MemoryLocation):
         flow-bound bindings are removed first."""
         if self._threads:
             return
-        self._redis = _client(self.url)
-        r = self._redis
+        r = self._redis = _client(self.url)
         self._scripts = {
             "remove": r.register_script(_REMOVE),
             "remove_aor": r.register_script(_REMOVE_AOR),
@@ -220,10 +264,11 @@ class RedisLocation(MemoryLocation):
         self._scripts["reap"](keys=[self.prefix + "owned:" + self.node],
                               args=[self.prefix, self.node, ""])
         self._install(self._snapshot(r))
-        _emit(self._log, "info", "cluster: node %s loaded %d bindings from Redis"
-              % (self.node, self.count()))
+        log_line(self._log, "info", "cluster: node %s loaded %d bindings from Redis"
+                 % (self.node, self.count()))
         for target, name in ((self._writer, "writer"), (self._listener, "listener")):
-            thread = threading.Thread(target=target, name="reticulum-redis-" + name, daemon=True)
+            thread = threading.Thread(target=target, args=(r,), name="reticulum-redis-" + name,
+                                      daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -288,10 +333,9 @@ class RedisLocation(MemoryLocation):
 
     # -- the writer thread -------------------------------------------------------------------
 
-    def _writer(self) -> None:
+    def _writer(self, r: redis.Redis) -> None:
         """Writes what queued up, up to BATCH changes per round trip (one pipeline), in
         order; a batch Redis did not take is tried again (every change is idempotent)."""
-        errors = _redis_errors()
         pending = self._pending
         while True:
             self._wake.wait()
@@ -302,20 +346,21 @@ class RedisLocation(MemoryLocation):
             while pending:
                 batch = list(itertools.islice(pending, BATCH))
                 try:
-                    pipe = self._redis.pipeline(transaction=False)
+                    pipe = r.pipeline(transaction=False)
                     for op in batch:
                         self._add(pipe, op)
                     pipe.execute()
-                except errors as e:
+                except REDIS_ERRORS as e:
                     if self._writer_ok:
-                        _emit(self._log, "warning", "cluster: Redis unreachable (%s); %d changes "
-                              "wait for it" % (e, len(pending)))
+                        log_line(self._log, "warning", "cluster: Redis unreachable (%s); "
+                                 "%d changes wait for it" % (e, len(pending)))
                     self._writer_ok = False
                     if self._stopping.wait(RETRY_DELAY):
                         return
                     continue
                 except Exception as e:  # a bad record must not stop the writer
-                    _emit(self._log, "error", "cluster: %d changes dropped: %s" % (len(batch), e))
+                    log_line(self._log, "error",
+                             "cluster: %d changes dropped: %s" % (len(batch), e))
                 for op in batch:
                     pending.popleft()
                     if op[0] == _FLUSH:
@@ -325,7 +370,7 @@ class RedisLocation(MemoryLocation):
             if self._stopping.is_set():
                 return
 
-    def _add(self, pipe, op: tuple) -> None:
+    def _add(self, pipe: Any, op: tuple) -> None:
         kind = op[0]
         prefix = self.prefix
         if kind == _PUT:
@@ -347,50 +392,39 @@ class RedisLocation(MemoryLocation):
 
     # -- the listener thread -----------------------------------------------------------------
 
-    def _listener(self) -> None:
+    def _listener(self, r: redis.Redis) -> None:
         """Hears the other nodes' changes; after every (re)subscription the whole cache is
         loaded again, so nothing said while this node was cut off is missed."""
-        errors = _redis_errors()
-        pubsub = None
-        while not self._stopping.is_set():
-            try:
-                if pubsub is None:
-                    pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-                    pubsub.subscribe(self.channel)
-                    snapshot = self._snapshot(self._redis)
-                    self._call_in_main(self._resync, snapshot)
-                message = pubsub.get_message(timeout=0.5)
-                changes = []
-                while message is not None and len(changes) < BATCH:
-                    if message.get("type") == "message":
-                        change = json.loads(message["data"])
-                        if change.get("n") != self.node:
-                            changes.append(change)
-                    message = pubsub.get_message(timeout=0)
-                if changes:  # one wake-up of the reactor for all that arrived together
-                    self.heard += len(changes)
-                    self._call_in_main(self._apply_all, changes)
-            except errors as e:
-                if self._listener_ok:
-                    _emit(self._log, "warning", "cluster: lost Redis (%s)" % (e,))
-                self._listener_ok = False
-                if pubsub is not None:
-                    try:
-                        pubsub.close()
-                    except Exception:
-                        pass
-                pubsub = None
-                self._stopping.wait(RETRY_DELAY)
-            except Exception as e:
-                _emit(self._log, "error", "cluster: bad change message: %s" % (e,))
-        if pubsub is not None:
-            try:
-                pubsub.close()
-            except Exception:
-                pass
+        _listen(r, self.channel, self._stopping,
+                subscribed=lambda: self._call_in_main(self._resync, self._snapshot(r)),
+                heard=self._heard, lost=self._lost,
+                failed=self._bad_message)
 
-    def _snapshot(self, r) -> Dict[str, Dict[str, str]]:
-        aors = list(r.smembers(self.prefix + "aors"))
+    def _bad_message(self, error: Exception) -> None:
+        log_line(self._log, "error", "cluster: bad change message: %s" % (error,))
+
+    def _heard(self, data: List[str]) -> None:
+        changes = []
+        for text in data:
+            try:
+                change = json.loads(text)
+                mine = change.get("n") == self.node
+            except Exception as e:  # one bad message costs only itself
+                self._bad_message(e)
+                continue
+            if not mine:
+                changes.append(change)
+        if changes:  # one wake-up of the reactor for all that arrived together
+            self.heard += len(changes)
+            self._call_in_main(self._apply_all, changes)
+
+    def _lost(self, error: Exception) -> None:
+        if self._listener_ok:
+            log_line(self._log, "warning", "cluster: lost Redis (%s)" % (error,))
+        self._listener_ok = False
+
+    def _snapshot(self, r: redis.Redis) -> Dict[str, Dict[str, str]]:
+        aors = list(cast(Set[str], r.smembers(self.prefix + "aors")))
         found: Dict[str, Dict[str, str]] = {}
         for start in range(0, len(aors), 500):
             chunk = aors[start:start + 500]
@@ -418,7 +452,7 @@ class RedisLocation(MemoryLocation):
         """Make the cache what Redis holds (after a start or a reconnection). This node's own
         bindings (their flows) stay; one Redis lacks, or holds in an older form, is written
         again: Redis may have lost it, or not have it yet. The newest registration wins."""
-        wanted = {}
+        wanted: Dict[Tuple[str, str], Dict[str, Any]] = {}
         for aor, fields in snapshot.items():
             for text in fields.values():
                 rec = json.loads(text)
@@ -452,27 +486,27 @@ class RedisLocation(MemoryLocation):
         for binding in republish:
             self._persist_put(binding)
         self._listener_ok = True
-        _emit(self._log, "info", "cluster: in step with Redis (%d bindings, %d written again)"
-              % (self.count(), len(republish)))
+        log_line(self._log, "info", "cluster: in step with Redis (%d bindings, %d written "
+                 "again)" % (self.count(), len(republish)))
 
     def _put_remote(self, aor: str, rec: Dict[str, Any]) -> None:
         binding = _binding(aor, rec)
         self.put(binding)
         self._versions[(aor, binding.contact)] = rec.get("v")
 
-    def _apply_all(self, changes: list) -> None:
+    def _apply_all(self, changes: List[Dict[str, Any]]) -> None:
         for change in changes:
             self._apply(change)
 
     def _apply(self, change: Dict[str, Any]) -> None:
         op = change.get("op")
-        aor = change.get("a")
+        aor: Any = change.get("a")  # a field of JSON another node wrote
         self._applying = True
         try:
             if op == "p":
                 self._put_remote(aor, json.loads(change["r"]))
             elif op == "d":
-                key = (aor, change.get("c"))
+                key: Any = (aor, change.get("c"))
                 if self._versions.get(key) == change.get("v"):
                     binding = self.get(*key)
                     if binding is not None:
@@ -499,21 +533,19 @@ class RedisAccounts(AccountLookups):
     """:class:`reticulum.accounts.AccountStore`'s interface over a Redis hash: lookups from
     memory, changes written through, reloaded when any node or the CLI says so."""
 
-    def __init__(self, url: str, realms: list, algorithms: Iterable[str] | None = None,
+    def __init__(self, url: str, realms: List[str], algorithms: Iterable[str] | None = None,
                  prefix: str = "reticulum:", watch: bool = True, log: Any = None) -> None:
-        from reticulum.accounts import DEFAULT_ALGORITHMS, _base_algorithms
-
         if not realms:
             raise ValueError("at least one realm is needed")
         self.url = url
         self.realms = list(realms)
-        self.algorithms = _base_algorithms(DEFAULT_ALGORITHMS if algorithms is None
-                                           else algorithms)
+        self.algorithms = base_algorithms(DEFAULT_ALGORITHMS if algorithms is None
+                                          else algorithms)
         self.key = prefix + "accounts"
         self.watch = watch
         self.log = log if log is not None else _log
         self._state: Tuple[Dict[Tuple[str, str, str], str], FrozenSet[str]] = ({}, frozenset())
-        self._redis = None
+        self._redis: Optional[redis.Redis] = None
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -522,8 +554,8 @@ class RedisAccounts(AccountLookups):
         self.reload()
         if self.watch and self._watcher is None:
             self._stopping.clear()
-            self._watcher = threading.Thread(target=self._watch, name="reticulum-redis-accounts",
-                                             daemon=True)
+            self._watcher = threading.Thread(target=self._watch, args=(self._require(),),
+                                             name="reticulum-redis-accounts", daemon=True)
             self._watcher.start()
 
     def stop(self) -> None:
@@ -533,9 +565,6 @@ class RedisAccounts(AccountLookups):
             watcher.join(timeout=5.0)
 
     def set_password(self, name: str, password: str) -> None:
-        from reticulum.accounts import valid_name
-        from reticulum.sip import digest
-
         if not valid_name(name):
             raise ValueError("invalid user name: %r" % (name,))
         if not password:
@@ -547,7 +576,7 @@ class RedisAccounts(AccountLookups):
             return
         r = self._require()
         pipe = r.pipeline(transaction=True)
-        stale = [f for f in r.hkeys(self.key) if f.split("\t", 1)[0] == name]
+        stale = self._fields_of(r, name)
         if stale:
             pipe.hdel(self.key, *stale)
         pipe.hset(self.key, mapping={"\t".join(k): v for k, v in wanted.items()})
@@ -559,7 +588,7 @@ class RedisAccounts(AccountLookups):
 
     def remove(self, name: str) -> bool:
         r = self._require()
-        stale = [f for f in r.hkeys(self.key) if f.split("\t", 1)[0] == name]
+        stale = self._fields_of(r, name)
         if stale:
             pipe = r.pipeline(transaction=True)
             pipe.hdel(self.key, *stale)
@@ -568,8 +597,12 @@ class RedisAccounts(AccountLookups):
         self._install({k: v for k, v in self._state[0].items() if k[0] != name})
         return bool(stale)
 
+    def _fields_of(self, r: redis.Redis, name: str) -> List[str]:
+        """The hash fields ("name\trealm\talgorithm") of one user as Redis has them now."""
+        return [f for f in cast(List[str], r.hkeys(self.key)) if f.split("\t", 1)[0] == name]
+
     def reload(self) -> None:
-        fields = self._require().hgetall(self.key)
+        fields = cast(Dict[str, str], self._require().hgetall(self.key))
         hashes = {}
         for field_, ha1 in fields.items():
             parts = field_.split("\t")
@@ -577,36 +610,23 @@ class RedisAccounts(AccountLookups):
                 hashes[(parts[0], parts[1], parts[2])] = ha1
         self._install(hashes)
 
-    def _require(self):
+    def _require(self) -> redis.Redis:
         if self._redis is None:
             raise RuntimeError("RedisAccounts is not started")
         return self._redis
 
-    def _watch(self) -> None:
-        errors = _redis_errors()
-        pubsub = None
-        while not self._stopping.is_set():
-            try:
-                if pubsub is None:
-                    pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-                    pubsub.subscribe(self.key)
-                    self.reload()  # whatever changed while not listening
-                message = pubsub.get_message(timeout=0.5)
-                if message is not None and message.get("type") == "message":
-                    self.reload()
-            except errors:
-                pubsub = None
-                self._stopping.wait(RETRY_DELAY)
-        if pubsub is not None:
-            try:
-                pubsub.close()
-            except Exception:
-                pass
+    def _watch(self, r: redis.Redis) -> None:
+        """Reload when any node or the CLI says the accounts changed, and after every
+        (re)subscription (whatever changed while not listening)."""
+        _listen(r, self.key, self._stopping, subscribed=self.reload,
+                heard=lambda _: self.reload(), lost=lambda _: None,
+                failed=lambda e: log_line(self.log, "error",
+                                          "cluster: accounts not reloaded: %s" % (e,)))
 
 
 # -- secrets ---------------------------------------------------------------------------------
 
-def share_secret_files(r, state_dir: str, prefix: str = "reticulum:",
+def share_secret_files(r: redis.Redis, state_dir: str, prefix: str = "reticulum:",
                        names: Iterable[str] = SECRET_FILES) -> None:
     """Make ``state_dir/<name>`` hold the cluster's one value for each secret file: the first
     node to start offers its own (or a new one), every node then writes what Redis kept.
@@ -621,7 +641,7 @@ def share_secret_files(r, state_dir: str, prefix: str = "reticulum:",
             mine = ""
         key = prefix + "secret:" + name
         r.set(key, mine or os.urandom(32).hex(), nx=True)
-        shared = r.get(key)
+        shared = cast(Optional[str], r.get(key))
         if shared and shared != mine:
             temporary = "%s.%d.tmp" % (path, os.getpid())
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -657,7 +677,7 @@ class Cluster:
         #: the UDP addresses (host, port) of the other live nodes: a request they pass on
         #: to a contact registered here was authorised by the node that first took it
         self.peer_addresses: FrozenSet[Tuple[str, int]] = frozenset()
-        self._redis = None
+        self._redis: Optional[redis.Redis] = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._connected_since: float | None = None
@@ -688,7 +708,7 @@ class Cluster:
         """Did this come from a UDP socket of another node of the cluster?"""
         return flow.transport == "udp" and flow.remote in self.peer_addresses
 
-    def _my_addresses(self) -> list:
+    def _my_addresses(self) -> List[List[Any]]:
         """Every UDP address this node sends from (the others trust these)."""
         found = [[self.address[0], self.address[1]]] if self.address[2] == "udp" else []
         for host, port in self.config.listen.udp:
@@ -699,6 +719,8 @@ class Cluster:
 
     def _beat(self) -> None:
         r = self._redis
+        if r is None:
+            raise RuntimeError("Cluster is not started")
         prefix = self.prefix
         pipe = r.pipeline(transaction=False)
         pipe.set(prefix + "alive:" + self.node, "1", px=int(self.node_ttl * 1000))
@@ -710,7 +732,7 @@ class Cluster:
         now = time.monotonic()
         if self._connected_since is None:
             self._connected_since = now
-        hosts = set()
+        hosts: set = set()
         for name, flag in zip(others, alive):
             if flag is not None:
                 try:
@@ -722,22 +744,21 @@ class Cluster:
                 removed = self.location._scripts["reap"](
                     keys=[prefix + "owned:" + name], args=[prefix, name, ""]) \
                     if self.location._scripts else 0
-                _emit(self.log, "info", "cluster: node %s is gone; %d of its bindings removed"
-                      % (name, removed or 0))
+                log_line(self.log, "info", "cluster: node %s is gone; %d of its bindings "
+                         "removed" % (name, removed or 0))
         if hosts != self.peer_addresses:
-            _emit(self.log, "info", "cluster: peers %s" % (
+            log_line(self.log, "info", "cluster: peers %s" % (
                 ", ".join(hostport(h, p) for h, p in sorted(hosts)) or "none"))
         self.peer_addresses = frozenset(hosts)
 
     def _heartbeat(self) -> None:
-        errors = _redis_errors()
         while not self._stopping.wait(HEARTBEAT):
             try:
                 self._beat()
-            except errors:
+            except REDIS_ERRORS:
                 self._connected_since = None
             except Exception as e:
-                _emit(self.log, "error", "cluster: heartbeat failed: %s" % (e,))
+                log_line(self.log, "error", "cluster: heartbeat failed: %s" % (e,))
 
 
 def _first_address(config: Any) -> Tuple[str, int, str]:

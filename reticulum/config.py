@@ -15,13 +15,16 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, overload
 
-try:  # Python 3.11+
+from reticulum.sip import parse_uri
+
+if sys.version_info >= (3, 11):
     import tomllib as _toml
-except ImportError:  # pragma: no cover - Python < 3.11 (PyPy 3.9)
-    import tomli as _toml  # type: ignore[no-redef]
+else:  # pragma: no cover - Python < 3.11 (PyPy 3.9)
+    import tomli as _toml
 
 __all__ = [
     "ConfigError",
@@ -547,8 +550,6 @@ def _outbound_proxy(r: "_Reader") -> Optional[str]:
     text = r.string("outbound_proxy", None, non_empty=True)
     if text is None:
         return None
-    from reticulum.sip import parse_uri
-
     try:
         uri = parse_uri(text.strip())
     except Exception:
@@ -708,7 +709,16 @@ class _Reader:
             raise ConfigError(self.msg(name, "must be true or false, not %s" % _type_name(value)))
         return value
 
-    def integer(self, name: str, default: int, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:
+    @overload
+    def integer(self, name: str, default: int, minimum: Optional[int] = None,
+                maximum: Optional[int] = None) -> int: ...
+
+    @overload
+    def integer(self, name: str, default: None, minimum: Optional[int] = None,
+                maximum: Optional[int] = None) -> Optional[int]: ...
+
+    def integer(self, name: str, default: Optional[int], minimum: Optional[int] = None,
+                maximum: Optional[int] = None) -> Optional[int]:
         value = self.take(name)
         if value is _MISSING:
             return default

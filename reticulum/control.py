@@ -24,6 +24,9 @@ import urllib.parse
 import urllib.request
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from reticulum.addresses import hostport
+from reticulum.config import ConfigError, load_config
+
 DEFAULT_CONFIG = "reticulum.toml"
 TOKEN_FILE = "admin-token"
 #: seconds to wait for the admin API; it answers from memory
@@ -41,8 +44,6 @@ class ControlError(Exception):
 
 
 def _load(config_path: str) -> Any:
-    from reticulum.config import ConfigError, load_config
-
     try:
         return load_config(config_path)
     except ConfigError as e:
@@ -51,8 +52,6 @@ def _load(config_path: str) -> Any:
 
 def admin_url(config: Any) -> str:
     """``http://host:port`` of the first ``[listen] admin`` address."""
-    from reticulum.addresses import hostport
-
     addresses = list(getattr(config.listen, "admin", None) or [])
     if not addresses:
         raise ControlError(
@@ -131,7 +130,7 @@ class AdminClient:
 # tables
 
 
-def table(headers: Sequence[str], rows: List[Sequence[str]]) -> str:
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Left-aligned columns two spaces apart; the last column is not padded."""
     widths = [len(h) for h in headers]
     for row in rows:
@@ -162,8 +161,6 @@ def duration(seconds: Any) -> str:
 def _address(value: Any) -> str:
     """A flow end as ``host:port`` whether it came as a string or a [host, port] pair."""
     if isinstance(value, (list, tuple)) and len(value) == 2:
-        from reticulum.addresses import hostport
-
         return hostport(str(value[0]), int(value[1]))
     return "-" if value is None else str(value)
 

@@ -1,23 +1,22 @@
 """The core: where framed bytes from every transport become SIP messages and decisions.
 
 `Core` parses, validates, logs and stamps `received`/`rport` (RFC 3581), then hands requests
-and responses to the proxy. It owns the stores and the clock-driven chores (binding sweeps).
-It never touches a socket: everything leaves through `Transports` (see docs/architecture.md),
-and every timer goes through the injected clock.
+and responses to the proxy. It starts and stops the stores and runs the clock-driven chores
+(binding sweeps). It never touches a socket: everything leaves through the `Outbox`, which
+hands it to the flow table (`send`/`send_to`; see docs/architecture.md), and every timer goes
+through the injected clock. `reticulum.service.build_core` assembles it.
 """
 from __future__ import annotations
 
 import os
+from typing import Any, Dict, Optional, Tuple
 
 from twisted.logger import Logger
 
 from reticulum import events
-from reticulum.dialog import DialogTracker
-from reticulum.addresses import DEFAULT_SIP_PORT, RELIABLE, LocalAddresses, Target, hostport, is_ip
-from reticulum.dns import NoLookup, Resolver
-from reticulum.proxy import Proxy
+from reticulum.addresses import RELIABLE, Destination, Flow, LocalAddresses, Target, hostport, \
+    is_ip, response_destination, via_destination
 from reticulum.sip import ParseError, Request, Response, make_response, parse
-from reticulum.transaction import Timers, TransactionLayer
 
 SWEEP_INTERVAL = 30.0
 #: the largest UDP payload over IPv4 (65,535 less the IP and UDP headers); IPv6 allows 20 more
@@ -25,59 +24,130 @@ MAX_UDP_PAYLOAD = 65507
 MAX_UDP6_PAYLOAD = 65527
 
 
+class Outbox:
+    """Every message leaves here: serialized, held to UDP's size limit, handed to the flow
+    table (`send` for a flow, `send_to` for a Target) and logged. The transaction layer, the
+    proxy and the core are each given `send`."""
+
+    # the message log reads as the core's, as it always has
+    log = Logger(namespace="reticulum.core.Core")
+
+    def __init__(self, transports: Any, log_messages: bool = True, log_full: bool = False):
+        self.transports = transports
+        self.log_messages = log_messages
+        self.log_full = log_full  # whole messages, for sngrep-like reading
+        self._udp_flows: Dict[Tuple[str, int], Flow] = {}  # (host, port) -> send_to's flow
+
+    def send(self, message: Any, dest: Destination) -> bool:
+        """Serialize and send to a flow or a Target; False when it could not leave."""
+        data = message.to_bytes()
+        if len(data) > MAX_UDP_PAYLOAD and dest.transport == "udp":
+            limit = MAX_UDP6_PAYLOAD if ":" in dest.host else MAX_UDP_PAYLOAD
+            if len(data) > limit:
+                return self._too_large_for_udp(message, len(data), dest)
+        if isinstance(dest, Target):
+            flow = self._send_to(data, dest)
+        else:
+            flow = self._send_on(data, message, dest)
+        if flow is None:
+            return False
+        self._log_out(message, flow)
+        return True
+
+    def _send_to(self, data: bytes, dest: Target) -> Optional[Flow]:
+        """To an address: the flow it left on, or None."""
+        if dest.host in ("255.255.255.255",) or not is_ip(dest.host):
+            self.log.warn("Refusing to send to {host}", host=dest.host)
+            return None
+        transports = self.transports
+        if dest.transport == "udp":
+            # A UDP flow is always usable: once the flow table has chosen the socket for an
+            # address, send on that flow directly (send_to picks a socket each time).
+            key = (dest.host, dest.port)
+            flow = self._udp_flows.get(key)
+            if flow is not None and transports.send(data, flow):
+                return flow
+            flow = transports.send_to(data, "udp", dest.host, dest.port)
+            if flow is not None and len(self._udp_flows) < 4096:
+                self._udp_flows[key] = flow
+            elif flow is None:
+                self._udp_flows.pop(key, None)
+            return flow
+        if dest.name is not None and dest.transport == "tls":
+            # RFC 5922: the peer's certificate must name the SIP domain we looked up
+            return transports.send_to(data, "tls", dest.host, dest.port, server_name=dest.name)
+        return transports.send_to(data, dest.transport, dest.host, dest.port)
+
+    def _send_on(self, data: bytes, message: Any, flow: Flow) -> Optional[Flow]:
+        """On a flow: that flow, or for a response whose connection is gone a new one to the
+        Via's address (§18.2.2); None when it could not leave."""
+        if self.transports.send(data, flow):
+            return flow
+        if flow.reliable and not isinstance(message, Request):
+            target = via_destination(message.via)
+            if target.transport in RELIABLE and is_ip(target.host):
+                return self.transports.send_to(data, target.transport, target.host,
+                                               target.port)
+        return None
+
+    def _too_large_for_udp(self, message, size: int, dest) -> bool:
+        """What cannot fit in one datagram is never dropped in silence (RFC 3261 §18.1.1).
+
+        A request fails at once (its branch ends with 503, the caller gets 500); a response is replaced
+        by a 513 with the same Via, From, To, Call-ID and CSeq, so the client hears something.
+        Nothing switches to TCP on its own: the Via names UDP, and a phone that reached us over
+        UDP (behind NAT, say) may take no connection; large messages need a TCP registration."""
+        peer = hostport(dest.host, dest.port)
+        self.log.warn("{what} {call_id} to udp {peer} is {size} bytes, too large for UDP",
+                      what=_describe(message), call_id=message.get("Call-ID"), peer=peer,
+                      size=size)
+        if isinstance(message, Request) or message.status == 513:
+            return False
+        reply = Response(513, "Message Too Large")
+        for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+            for value in message.get_all(name):
+                reply.add(name, value)
+        return self.send(reply, dest)
+
+    def _log_out(self, message: Any, flow: Optional[Flow]) -> None:
+        if events.listening and flow is not None:
+            events.emit("message", direction="out", message=message, flow=flow)
+        if self.log_messages and flow is not None:
+            self.log.info("-> {what} {call_id} to {transport} {peer}{full}",
+                          what=_describe(message), call_id=message.get("Call-ID"),
+                          transport=flow.transport, peer=hostport(*flow.remote),
+                          full=_full_text(message) if self.log_full else "")
+
+
 class Core:
-    """Receives every framed message, sends every message; the proxy decides in between."""
+    """Receives every framed message and hands it to the proxy; sends what cannot go through
+    the proxy (answers to malformed input) through the outbox. Assembled by
+    `reticulum.service.build_core`, which gives it every collaborator."""
 
     log = Logger()
-    #: the reticulum.cluster.Cluster this node belongs to (set by the service), or None
-    cluster = None
 
-    def __init__(self, config, clock, transports, location=None, accounts=None, resolver=None,
-                 lookup=None):
+    def __init__(self, config: Any, clock: Any, outbox: Outbox, transactions: Any, proxy: Any,
+                 location: Any, accounts: Any, dialogs: Any, resolver: Any,
+                 addresses: LocalAddresses):
         self.config = config
         self.clock = clock
-        self.transports = transports
-        mode = getattr(getattr(config, "log", None), "messages", "summary")
-        self.log_messages = mode not in ("off", False)
-        self.log_full = mode == "full"  # whole messages, for sngrep-like reading
-        timers = config.timers
-        self.transactions = TransactionLayer(
-            clock, Timers(t1=timers.t1, t2=timers.t2, t4=timers.t4), self.send_message
-        )
-        self.dialogs = DialogTracker(clock, session_lifetime=config.dialog.session_lifetime)
-        self.location = location if location is not None else self._make_location()
-        self.accounts = accounts if accounts is not None else self._make_accounts()
-        self.public_name = getattr(getattr(config, "server", None), "public_name", None)
-        # DNS: `lookup` asks (the service's thread pool), the resolver decides (RFC 3263)
-        self.resolver = resolver if resolver is not None else \
-            self.make_resolver(lookup if lookup is not None else NoLookup())
-        self.addresses = LocalAddresses(transports.listening, config.domains, self.public_name)
-        self.proxy = Proxy(self)
-        self._sweeper = None
-        self._udp_flows: dict = {}  # (host, port) -> the UDP flow send_to chose for it
+        self.outbox = outbox
+        self.transactions = transactions
+        self.proxy = proxy
+        self.location = location
+        self.accounts = accounts
+        self.dialogs = dialogs
+        self.resolver = resolver
+        self.addresses = addresses
+        self.log_messages = outbox.log_messages
+        self.log_full = outbox.log_full
+        self._sweeper: Any = None
+
+    def send_message(self, message: Any, dest: Destination) -> bool:
+        """Send through the outbox (the answers the core gives itself)."""
+        return self.outbox.send(message, dest)
 
     # -- stores --------------------------------------------------------------------------------
-
-    def _make_location(self):
-        from reticulum.location import MemoryLocation, SqliteLocation
-
-        if self.config.registrar.store == "memory":
-            return MemoryLocation()
-        return SqliteLocation(self.config.database, clock=self.clock)
-
-    def make_resolver(self, lookup):
-        """RFC 3263 over `lookup` (DNS), for the transports and address families we send on."""
-        dns = self.config.dns
-        listening = self.transports.listening
-        transports = {point.transport for point in listening} or {"udp"}
-        families = ("A", "AAAA") if any(":" in point.host for point in listening) else ("A",)
-        return Resolver(lookup, self.clock, static=dns.static, transports=transports,
-                        families=families, timeout=dns.timeout)
-
-    def _make_accounts(self):
-        from reticulum.accounts import AccountStore
-
-        return AccountStore(self.config.database, realms=list(self.config.domains))
 
     def start(self) -> None:
         """Load the stores (start-up, before anything listens) and seed `[users]`."""
@@ -86,7 +156,6 @@ class Core:
         self.accounts.start()
         for name, password in (self.config.users or {}).items():
             self.accounts.set_password(name, password)
-        self.proxy.start()
         self._sweeper = self.clock.callLater(SWEEP_INTERVAL, self._sweep)
 
     def stop(self) -> None:
@@ -168,7 +237,7 @@ class Core:
             return
         try:
             self._stamp_via(partial, flow)
-            dest = self.response_destination(partial, flow)
+            dest = response_destination(partial, flow)
         except Exception:
             dest = flow  # a Via we cannot read: answer where it came from
         self.send_message(response, dest)
@@ -177,7 +246,7 @@ class Core:
         if request.method == "ACK":
             return
         try:
-            self.send_message(make_response(request, 500), self.response_destination(request, flow))
+            self.send_message(make_response(request, 500), response_destination(request, flow))
         except Exception:
             pass
 
@@ -199,93 +268,6 @@ class Core:
             request.remove_first("Via")
             request.add("Via", str(via), first=True)
 
-    # -- sending -------------------------------------------------------------------------------
-
-    def response_destination(self, request, flow):
-        """RFC 3261 §18.2.2 and RFC 3581: where responses to this request go."""
-        via = request.via
-        if flow.reliable:
-            return flow
-        if via.params.get("rport"):
-            return flow
-        host = via.params.get("received") or via.host
-        port = via.port or DEFAULT_SIP_PORT
-        if (host, port) == tuple(flow.remote):
-            return flow
-        return Target("udp", host, port)
-
-    def via_destination(self, via):
-        """Where a response goes when no flow is left: the Via's own address (§18.2.2)."""
-        transport = via.transport.lower()
-        host = via.params.get("received") or via.host
-        rport = via.params.get("rport")
-        port = int(rport) if rport else (via.port or (5061 if transport == "tls" else 5060))
-        return Target(transport, host, port)
-
-    def send_message(self, message, dest) -> bool:
-        """Serialize and send to a flow or a Target; False when it could not leave."""
-        data = message.to_bytes()
-        if len(data) > MAX_UDP_PAYLOAD and dest.transport == "udp":
-            limit = MAX_UDP6_PAYLOAD if ":" in dest.host else MAX_UDP_PAYLOAD
-            if len(data) > limit:
-                return self._too_large_for_udp(message, len(data), dest)
-        if isinstance(dest, Target):
-            if dest.host in ("255.255.255.255",) or not is_ip(dest.host):
-                self.log.warn("Refusing to send to {host}", host=dest.host)
-                return False
-            if dest.transport == "udp":
-                # A UDP flow is always usable: once the flow table has chosen the socket for
-                # an address, send on that flow directly (send_to picks a socket each time).
-                key = (dest.host, dest.port)
-                flow = self._udp_flows.get(key)
-                if flow is not None and self.transports.send(data, flow):
-                    self._log_out(message, flow)
-                    return True
-                flow = self.transports.send_to(data, "udp", dest.host, dest.port)
-                if flow is not None and len(self._udp_flows) < 4096:
-                    self._udp_flows[key] = flow
-                elif flow is None:
-                    self._udp_flows.pop(key, None)
-            elif dest.name is not None and dest.transport == "tls":
-                # RFC 5922: the peer's certificate must name the SIP domain we looked up
-                flow = self.transports.send_to(data, "tls", dest.host, dest.port,
-                                               server_name=dest.name)
-            else:
-                flow = self.transports.send_to(data, dest.transport, dest.host, dest.port)
-            ok = flow is not None
-        else:
-            flow = dest
-            ok = self.transports.send(data, flow)
-            if not ok and flow.reliable and not isinstance(message, Request):
-                # §18.2.2: the connection is gone; open a new one to the Via's address.
-                target = self.via_destination(message.via)
-                if target.transport in RELIABLE and is_ip(target.host):
-                    flow = self.transports.send_to(data, target.transport, target.host,
-                                                   target.port)
-                    ok = flow is not None
-        if ok:
-            self._log_out(message, flow)
-        return ok
-
-    def _too_large_for_udp(self, message, size: int, dest) -> bool:
-        """What cannot fit in one datagram is never dropped in silence (RFC 3261 §18.1.1).
-
-        A request fails at once (its branch ends with 503, the caller gets 500); a response is replaced
-        by a 513 with the same Via, From, To, Call-ID and CSeq, so the client hears something.
-        Nothing switches to TCP on its own: the Via names UDP, and a phone that reached us over
-        UDP (behind NAT, say) may take no connection; large messages need a TCP registration."""
-        peer = hostport(dest.host, dest.port)
-        self.log.warn("{what} {call_id} to udp {peer} is {size} bytes, too large for UDP",
-                      what=_describe(message), call_id=message.get("Call-ID"), peer=peer,
-                      size=size)
-        if isinstance(message, Request) or message.status == 513:
-            return False
-        reply = Response(513, "Message Too Large")
-        for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-            for value in message.get_all(name):
-                reply.add(name, value)
-        return self.send_message(reply, dest)
-
     # -- logging -------------------------------------------------------------------------------
 
     def _log_in(self, message, flow) -> None:
@@ -293,15 +275,6 @@ class Core:
             events.emit("message", direction="in", message=message, flow=flow)
         if self.log_messages:
             self.log.info("<- {what} {call_id} from {transport} {peer}{full}",
-                          what=_describe(message), call_id=message.get("Call-ID"),
-                          transport=flow.transport, peer=hostport(*flow.remote),
-                          full=_full_text(message) if self.log_full else "")
-
-    def _log_out(self, message, flow) -> None:
-        if events.listening and flow is not None:
-            events.emit("message", direction="out", message=message, flow=flow)
-        if self.log_messages and flow is not None:
-            self.log.info("-> {what} {call_id} to {transport} {peer}{full}",
                           what=_describe(message), call_id=message.get("Call-ID"),
                           transport=flow.transport, peer=hostport(*flow.remote),
                           full=_full_text(message) if self.log_full else "")

@@ -135,9 +135,6 @@ class DialogTracker:
 
     # -- what the proxy tells us
 
-    def request_forwarded(self, request) -> None:
-        """An initial dialog-creating request went out. Nothing to track until a response."""
-
     def response_seen(self, request, response) -> None:
         """A response to `request` (the request as received by the proxy).
 

@@ -34,26 +34,25 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from reticulum import events
+from reticulum.addresses import STREAM_TRANSPORTS, Flow
 from reticulum.config import DATABASE_FILE
-
-if TYPE_CHECKING:  # pragma: no cover
-    from reticulum.addresses import Flow
 
 __all__ = [
     "Binding",
     "LocationStore",
     "MemoryLocation",
     "SqliteLocation",
+    "log_line",
 ]
 
 
-_CONNECTION_TRANSPORTS = frozenset({"tcp", "tls", "ws", "wss"})
+_CONNECTION_TRANSPORTS = frozenset(STREAM_TRANSPORTS)
 
 
-def _emit(log: Any, level: str, message: str) -> None:
+def log_line(log: Any, level: str, message: str) -> None:
     """Log through a stdlib ``logging.Logger`` or a ``twisted.logger.Logger``-like object.
 
     The message is already formatted; braces are escaped so that loggers which treat the
@@ -99,9 +98,6 @@ class Binding:
         # round() first so float noise such as 3600.0000001 does not turn into 3601
         return max(0, int(math.ceil(round(left, 6))))
 
-    def is_live(self, now: float) -> bool:
-        return self.expires_at > now
-
     @property
     def tied_to_connection(self) -> bool:
         """True when the flow is a connection and it is the only way to reach the contact."""
@@ -120,10 +116,14 @@ def _order_key(binding: Binding) -> tuple[float, float]:
 class LocationStore:
     """The interface the registrar, the proxy and the core use."""
 
-    #: False while changes cannot be stored (a shared store out of reach): the proxy then
-    #: refuses REGISTER with 503 and a Retry-After of ``retry_after`` seconds
-    writable = True
+    #: seconds a REGISTER refused while the store is not writable is told to wait
     retry_after = 5
+
+    @property
+    def writable(self) -> bool:
+        """False while changes cannot be stored (a shared store out of reach): the proxy
+        then refuses REGISTER with 503 and a Retry-After of ``retry_after`` seconds."""
+        return True
 
     def lookup(self, aor: str, now: float) -> list[Binding]:
         """Live, reachable bindings of ``aor``: by q (highest first), then most recent."""
@@ -409,7 +409,6 @@ _COLUMNS = (
 )
 
 _NCOLUMNS = 18
-_UPSERT = f"INSERT OR REPLACE INTO bindings ({_COLUMNS}) VALUES ({', '.join('?' * _NCOLUMNS)})"
 
 
 _NO_FLOW = (None, None, None, None, None, None)
@@ -456,7 +455,7 @@ def _delete_sql(keys: int) -> str:
             + ", ".join(["(?, ?)"] * keys) + ")")
 
 
-def _chunks(items: list, size: int):
+def _chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
@@ -582,7 +581,7 @@ class SqliteLocation(MemoryLocation):
         for row in rows:
             self.put(self._from_row(row))
             restored += 1
-        _emit(self._log, "info", f"location: restored {restored} bindings from {self.path}")
+        log_line(self._log, "info", f"location: restored {restored} bindings from {self.path}")
         self._thread = threading.Thread(
             target=self._writer, name="reticulum-location-writer", daemon=True
         )
@@ -616,8 +615,6 @@ class SqliteLocation(MemoryLocation):
             path_list = []
         flow = None
         if transport:
-            from reticulum.addresses import Flow
-
             flow = Flow(
                 transport=transport,
                 local=(local_host, int(local_port or 0)),
@@ -653,7 +650,7 @@ class SqliteLocation(MemoryLocation):
             db.execute("PRAGMA journal_mode=WAL").fetchall()
             db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as e:
-            _emit(self._log, "error", f"location: cannot open {self.path}: {e}")
+            log_line(self._log, "error", f"location: cannot open {self.path}: {e}")
             db = None
         pending = self._pending
         wake = self._wake
@@ -757,4 +754,4 @@ class SqliteLocation(MemoryLocation):
                 db.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            _emit(self._log, "error", f"location: lost {len(batch)} changes: {e}")
+            log_line(self._log, "error", f"location: lost {len(batch)} changes: {e}")

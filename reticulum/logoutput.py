@@ -19,11 +19,13 @@ from __future__ import annotations
 import datetime
 import json
 import sys
-from typing import IO, Any, Mapping, Optional
+from typing import IO, Any, Mapping, Optional, cast
 
 from twisted.logger import (
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
+    LogEvent,
     LogLevel,
     LogLevelFilterPredicate,
     formatEvent,
@@ -53,7 +55,7 @@ class JSONLinesObserver:
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
 
-    def __call__(self, event: Mapping[str, Any]) -> None:
+    def __call__(self, event: LogEvent) -> None:
         level = event.get("log_level") or LogLevel.info
         when = event.get("log_time")
         record = {
@@ -88,11 +90,15 @@ class JSONLinesObserver:
 def make_observer(log_config: Any, stream: IO[str]) -> ILogObserver:
     """The observer for ``[log]`` (level and format) writing to ``stream``."""
     fmt = getattr(log_config, "format", "text")
-    inner = JSONLinesObserver(stream) if fmt == "json" else textFileLogObserver(stream)
+    # these provide ILogObserver and ILogFilterPredicate (@implementer), which mypy does not
+    # read (zope.interface declarations): the casts say so
+    inner = cast(ILogObserver, JSONLinesObserver(stream) if fmt == "json"
+                 else textFileLogObserver(stream))
     level = log_level(getattr(log_config, "level", "info"))
     if level == LogLevel.debug:
         return inner  # nothing to leave out: no predicate per event
-    return FilteringLogObserver(inner, [LogLevelFilterPredicate(defaultLogLevel=level)])
+    predicate = cast(ILogFilterPredicate, LogLevelFilterPredicate(defaultLogLevel=level))
+    return cast(ILogObserver, FilteringLogObserver(inner, [predicate]))
 
 
 def observer_for_twistd(log_config: Any, twistd_options: Optional[Mapping[str, Any]]) -> Optional[ILogObserver]:

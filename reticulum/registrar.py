@@ -15,10 +15,10 @@ import ipaddress
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from reticulum.addresses import canonical_host
-from reticulum.location import Binding, LocationStore, _emit
+from reticulum.location import Binding, LocationStore, log_line
 from reticulum.sip import new_tag, ParseError, Request, Response, format_date, make_response
 
 __all__ = ["Registrar", "SUPPORTED", "NAT_MODES", "flow_bound"]
@@ -217,10 +217,6 @@ class Registrar:
             return log.isEnabledFor(logging.DEBUG)
         return log is not None
 
-    def flow_closed(self, flow: Any) -> list[Binding]:
-        """The connection ``flow`` is gone: drop the bindings only reachable through it."""
-        return self.location.flow_closed(flow)
-
     # -- processing ----------------------------------------------------------------------------
 
     def _handle(
@@ -238,15 +234,7 @@ class Registrar:
         if any(c.star for c in contacts):
             if len(contacts) != 1 or header_expires != 0:
                 raise _Reject(400, "Invalid wildcard Contact")
-            # §10.3 step 6: every binding goes, unless one of them is newer (same Call-ID,
-            # CSeq not lower) -- then nothing does
-            for binding in self.location.bindings(aor, now):
-                self._check_order(binding, call_id, cseq)
-            removed = self.location.remove_all(aor)
-            if self._debug():
-                _emit(self.log, "debug",
-                      "register %s: removed all %d bindings" % (aor, len(removed)))
-            return self._ok(request, aor, now)
+            return self._remove_all(request, aor, now)
 
         supported = _option_tags(request, "Supported")
         changes = [self._check_contact(c, header_expires) for c in contacts]
@@ -257,61 +245,75 @@ class Registrar:
                 raise _Reject(400, "More than one Contact with reg-id")
 
         self._check_count(aor, changes, now)
-
         # §10.3 step 7 for every affected binding before anything changes
         for change in changes:
-            existing = self.location.get(aor, change.contact)
-            if existing is not None and existing.expires_at > now:
-                self._check_order(existing, call_id, cseq)
-            if change.instance is not None and change.reg_id is not None:
-                for existing in self.location.find_instance(aor, change.instance, change.reg_id):
-                    if existing.expires_at > now:
-                        self._check_order(existing, call_id, cseq)
+            self._check_change_order(aor, change, call_id, cseq, now)
 
         path = request.get_all("Path")
         outbound = False
         for change in changes:
             if change.expires == 0:
-                self.location.remove(aor, change.contact)
-                if change.instance is not None and change.reg_id is not None:
-                    for existing in self.location.find_instance(
-                        aor, change.instance, change.reg_id
-                    ):
-                        self.location.remove(aor, existing.contact)
+                self._remove(aor, change)
                 continue
             if change.reg_id is not None and "outbound" in supported:
                 outbound = True
-            self.location.put(
-                Binding(
-                    aor=aor,
-                    contact=change.contact,
-                    expires_at=now + change.expires,
-                    q=change.q,
-                    call_id=call_id,
-                    cseq=cseq,
-                    instance=change.instance,
-                    reg_id=change.reg_id,
-                    path=list(path),
-                    flow=flow,
-                    params=change.params,
-                    registered_at=now,
-                    flow_bound=flow_bound(change.uri, change.instance, change.reg_id, flow,
-                                          self.nat),
-                )
-            )
+            self.location.put(self._binding(aor, change, call_id, cseq, path, flow, now))
         if self._debug():
-            _emit(
-                self.log,
-                "debug",
-                "register %s from %s: %s"
-                % (
-                    aor,
-                    getattr(flow, "remote", None),
-                    ", ".join("%s (%ds)" % (ch.contact, ch.expires) for ch in changes),
-                ),
-            )
+            log_line(self.log, "debug", "register %s from %s: %s" % (
+                aor, getattr(flow, "remote", None),
+                ", ".join("%s (%ds)" % (ch.contact, ch.expires) for ch in changes)))
         return self._ok(
             request, aor, now, outbound=outbound, path=path if "path" in supported else None
+        )
+
+    def _remove_all(self, request: Request, aor: str, now: float) -> Response:
+        """§10.3 step 6, `Contact: *`: every binding goes, unless one of them is newer (same
+        Call-ID, CSeq not lower) -- then nothing does."""
+        call_id, cseq = request.call_id, request.cseq.number
+        for binding in self.location.bindings(aor, now):
+            self._check_order(binding, call_id, cseq)
+        removed = self.location.remove_all(aor)
+        if self._debug():
+            log_line(self.log, "debug",
+                     "register %s: removed all %d bindings" % (aor, len(removed)))
+        return self._ok(request, aor, now)
+
+    def _same_instance(self, aor: str, change: _Change) -> list:
+        """The bindings an RFC 5626 instance and reg-id already have (none without them)."""
+        if change.instance is None or change.reg_id is None:
+            return []
+        return list(self.location.find_instance(aor, change.instance, change.reg_id))
+
+    def _check_change_order(self, aor: str, change: _Change, call_id: str, cseq: int,
+                            now: float) -> None:
+        existing = self.location.get(aor, change.contact)
+        if existing is not None and existing.expires_at > now:
+            self._check_order(existing, call_id, cseq)
+        for existing in self._same_instance(aor, change):
+            if existing.expires_at > now:
+                self._check_order(existing, call_id, cseq)
+
+    def _remove(self, aor: str, change: _Change) -> None:
+        self.location.remove(aor, change.contact)
+        for existing in self._same_instance(aor, change):
+            self.location.remove(aor, existing.contact)
+
+    def _binding(self, aor: str, change: _Change, call_id: str, cseq: int, path: list,
+                 flow: Any, now: float) -> Binding:
+        return Binding(
+            aor=aor,
+            contact=change.contact,
+            expires_at=now + change.expires,
+            q=change.q,
+            call_id=call_id,
+            cseq=cseq,
+            instance=change.instance,
+            reg_id=change.reg_id,
+            path=list(path),
+            flow=flow,
+            params=change.params,
+            registered_at=now,
+            flow_bound=flow_bound(change.uri, change.instance, change.reg_id, flow, self.nat),
         )
 
     def _aor(self, request: Request) -> str:
@@ -390,9 +392,10 @@ class Registrar:
 
         q = 1.0
         if "q" in params:
-            q = _parse_q(params.get("q"))
-            if q is None:
+            parsed = _parse_q(params.get("q"))
+            if parsed is None:
                 raise _Reject(400, "Bad q value")
+            q = parsed
 
         instance = None
         raw_instance = params.get("+sip.instance")
@@ -463,7 +466,8 @@ class Registrar:
         return self._date_text
 
     def _reply(
-        self, request: Request, status: int, reason: str, headers: list[tuple[str, str]] = ()
+        self, request: Request, status: int, reason: str,
+        headers: Sequence[tuple[str, str]] = (),
     ) -> Response:
         response = make_response(request, status, reason, to_tag=self._tag(request))
         for name, value in headers:

@@ -33,11 +33,20 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from reticulum import __version__
-from reticulum.addresses import hostport
+from reticulum.accounts import AccountStore
+from reticulum.addresses import LocalAddresses, hostport, points_at_us
+from reticulum.auth import Authenticator, load_or_create_secret
 from reticulum.config import DATABASE_FILE
+from reticulum.core import Core, Outbox
+from reticulum.dialog import DialogTracker
+from reticulum.dns import NoLookup, Resolver
+from reticulum.location import MemoryLocation, SqliteLocation
+from reticulum.proxy import Proxy, RouteTokens
+from reticulum.registrar import Registrar
+from reticulum.transaction import Timers, TransactionLayer
 from reticulum.transport import BindError, Transports
 
-__all__ = ["ReticulumService", "StartupError", "make_service"]
+__all__ = ["ReticulumService", "StartupError", "build_core", "make_service"]
 
 log = Logger(namespace="reticulum.service")
 
@@ -82,6 +91,78 @@ def tune_gc() -> None:
     if sys.implementation.name == "cpython":
         young, middle, _ = gc.get_threshold()
         gc.set_threshold(young, middle, GC_FULL_AFTER)
+
+
+# ---------------------------------------------------------------------------
+# assembly: the one place where the server's parts are made and given to each other
+
+
+def make_location(config: Any, clock: Any) -> Any:
+    """The binding store `[registrar] store` names."""
+    if config.registrar.store == "memory":
+        return MemoryLocation()
+    return SqliteLocation(config.database, clock=clock)
+
+
+def make_resolver(config: Any, clock: Any, listening: Any, lookup: Any) -> Resolver:
+    """RFC 3263 over `lookup` (DNS), for the transports and address families we send on."""
+    dns = config.dns
+    transports = {point.transport for point in listening} or {"udp"}
+    families = ("A", "AAAA") if any(":" in point.host for point in listening) else ("A",)
+    return Resolver(lookup, clock, static=dns.static, transports=transports,
+                    families=families, timeout=dns.timeout)
+
+
+def build_core(config: Any, clock: Any, transports: Any, location: Any = None,
+               accounts: Any = None, lookup: Any = None, cluster: Any = None) -> Core:
+    """The server without its sockets: config -> stores -> addresses -> transactions ->
+    secret -> registrar, auth, route tokens -> proxy -> core, each given what it uses.
+
+    `transports` is the flow table (`listening`, `send`, `send_to`, `alive`); `location` and
+    `accounts` default to the configured stores, `lookup` (DNS questions) to none at all.
+    Reads the server's secret from `state_dir` (made when missing). The stores load in
+    `Core.start`."""
+    if location is None:
+        location = make_location(config, clock)
+    if accounts is None:
+        accounts = AccountStore(config.database, realms=list(config.domains))
+    addresses = LocalAddresses(transports.listening, config.domains, config.server.public_name)
+    messages = config.log.messages
+    outbox = Outbox(transports, log_messages=messages not in ("off", False),
+                    log_full=messages == "full")
+    timers = config.timers
+    transactions = TransactionLayer(clock, Timers(t1=timers.t1, t2=timers.t2, t4=timers.t4),
+                                    outbox.send)
+    dialogs = DialogTracker(clock, session_lifetime=config.dialog.session_lifetime)
+    resolver = make_resolver(config, clock, transports.listening,
+                             lookup if lookup is not None else NoLookup())
+    # one secret, read in one place: nonces and route tokens are derived from it
+    secret = load_or_create_secret(config.state_dir)
+    registrar = Registrar(
+        list(config.domains), location, clock,
+        min_expires=config.registrar.min_expires,
+        max_expires=config.registrar.max_expires,
+        default_expires=config.registrar.default_expires,
+        nat=config.registrar.nat,
+        max_contacts=config.registrar.max_contacts,
+        domain_of=addresses.local_domain,
+        points_here=lambda uri: points_at_us(addresses, uri),
+    )
+    auth = None
+    if config.auth.enabled:
+        auth = Authenticator(
+            accounts, list(config.domains), clock, secret,
+            algorithms=tuple(config.auth.algorithms),
+            nonce_lifetime=config.auth.nonce_lifetime,
+            max_failures=config.auth.max_failures,
+            lockout_seconds=config.auth.lockout_seconds,
+            check_uri=config.auth.check_uri,
+        )
+    proxy = Proxy(config, clock, transactions, location, dialogs, resolver, addresses,
+                  registrar, auth, RouteTokens(secret), send=outbox.send,
+                  alive=transports.alive, accounts=accounts, cluster=cluster)
+    return Core(config, clock, outbox, transactions, proxy, location, accounts, dialogs,
+                resolver, addresses)
 
 
 class StartupError(Exception):
@@ -173,6 +254,7 @@ def log_startup_summary(service: "ReticulumService") -> None:
     """What start-up loaded, for the operator: accounts, restored bindings, the TLS
     certificate, the admin URL (listening points are logged as they are bound)."""
     config, core = service.config, service.core
+    assert core is not None
     from_config = len(config.users or {})
     log.info(
         "accounts: {accounts} ({from_config} from [users]); bindings restored: {bindings}",
@@ -220,7 +302,7 @@ def _fail(message: str) -> None:
 class ReticulumService(MultiService):
     """The whole server; see the module docstring."""
 
-    name = "reticulum"
+    name = "reticulum"  # type: ignore[assignment]  # Twisted's stubs say Service.name is None
 
     def __init__(self, config: Any, reactor: Any = None, exit_on_error: bool = True,
                  worker: int = 0) -> None:
@@ -234,7 +316,7 @@ class ReticulumService(MultiService):
         #: twistd's own options (set by the plugin): where logs go, daemon or not
         self.twistd_options: Any = None
         self.transports: Optional[Transports] = None
-        self.core: Any = None
+        self.core: Optional[Core] = None
         self.cluster: Any = None
         self.dns: Any = None  # the DNS lookup and its thread pool
         self._started = False
@@ -263,9 +345,6 @@ class ReticulumService(MultiService):
         """Build and bind everything; raises StartupError."""
         config = self.config
         check_state_dir(config)
-
-        from reticulum.core import Core
-
         raise_open_files_limit()
 
         from reticulum.dns.lookup import ThreadedLookup
@@ -280,12 +359,10 @@ class ReticulumService(MultiService):
         cluster = self._start_cluster(own)
         self.dns = ThreadedLookup(self.reactor, nameservers=config.dns.nameservers,
                                   timeout=config.dns.timeout)
-        core = Core(config, clock=self.reactor, transports=transports, lookup=self.dns,
-                    location=cluster.location if cluster else None,
-                    accounts=cluster.accounts if cluster else None)
-        core.cluster = cluster
+        core = build_core(config, self.reactor, transports, lookup=self.dns,
+                          location=cluster.location if cluster else None,
+                          accounts=cluster.accounts if cluster else None, cluster=cluster)
         self.dns.start()
-        transports.attach(core)
         self.transports = transports
         self.core = core
         try:
@@ -294,7 +371,7 @@ class ReticulumService(MultiService):
             raise StartupError("cannot open the database in state_dir %s: %s" % (config.state_dir, e)) from None
         tune_gc()
         try:
-            transports.listen()
+            transports.listen(core)
         except BindError as e:
             try:
                 core.stop()
@@ -350,8 +427,9 @@ class ReticulumService(MultiService):
                 self.admin = start_admin(self.config, self.core, self.transports, self.reactor)
             except ValueError as e:
                 self._stop_watchers()
-                stopping = self.transports.stop()
-                stopping.addBoth(lambda _: self.core.stop())
+                core, transports = self.core, self.transports
+                assert core is not None and transports is not None
+                transports.stop().addBoth(lambda _: core.stop())
                 raise StartupError(str(e)) from None
 
     def _stop_watchers(self) -> Any:

@@ -18,8 +18,14 @@ import argparse
 import getpass
 import os
 import sys
+from typing import Union
 
 from reticulum.accounts import AccountStore, valid_name
+from reticulum.cluster import RedisAccounts
+from reticulum.config import ConfigError, load_config
+
+#: where the accounts are: this host's database, or the cluster's Redis
+Store = Union[AccountStore, RedisAccounts]
 
 DEFAULT_CONFIG = "reticulum.toml"
 
@@ -62,18 +68,14 @@ def _ask_password(name: str) -> str:
 
 
 def _load(config_path: str):
-    from reticulum.config import ConfigError, load_config
-
     try:
         return load_config(config_path)
     except ConfigError as e:
         raise UsageError(str(e)) from None
 
 
-def _open_store(config) -> AccountStore:
+def _open_store(config) -> Store:
     if config.cluster.redis is not None:  # the accounts every node of the cluster reads
-        from reticulum.cluster import RedisAccounts
-
         shared = RedisAccounts(config.cluster.redis, list(config.domains),
                                prefix=config.cluster.prefix, watch=False)
         shared.start()
@@ -109,7 +111,7 @@ def run(argv: list[str] | None = None) -> int:
 FROM_CONFIG = "(from [users] in the config)"
 
 
-def _command(store: AccountStore, args, config) -> int:
+def _command(store: Store, args, config) -> int:
     defined = set(config.users or {})
     if args.command == "list":
         names = set(store.names()) | defined  # [users] accounts exist once the server starts

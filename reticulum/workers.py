@@ -1,7 +1,7 @@
 """``[server] workers = N``: N processes serve the same ports, each a node of the cluster.
 
 The process twistd started is worker 0. Once its sockets are bound it starts workers 1..N-1
-(``python -m reticulum.workers CONFIG INDEX``), which bind the same UDP/TCP/TLS/WS addresses:
+(``python -m reticulum worker CONFIG INDEX``, see :mod:`reticulum.__main__`), which bind the same UDP/TCP/TLS/WS addresses:
 every listening socket has ``SO_REUSEPORT``, so the kernel spreads datagrams and connections
 over the workers. Requests may land on any worker; a response must reach the worker whose
 client transaction sent the request, so each worker also listens on a UDP port of its own
@@ -14,16 +14,15 @@ parent changed).
 """
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
 import sys
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Tuple
 
 from reticulum.addresses import advertised_host
 
-__all__ = ["own_udp_address", "spawn", "stop", "main"]
+__all__ = ["own_udp_address", "spawn", "stop", "PARENT_CHECK"]
 
 #: how often a worker looks whether worker 0 is still there (seconds)
 PARENT_CHECK = 1.0
@@ -39,13 +38,15 @@ def own_udp_address(config: Any) -> Tuple[str, int]:
 
 
 def spawn(config: Any) -> List[subprocess.Popen]:
-    """Start workers 1..N-1 for the configuration file ``config`` came from."""
+    """Start workers 1..N-1 for the configuration file ``config`` came from. Each runs the
+    whole server (:func:`reticulum.__main__.run_worker`); this module stays below the
+    service, which calls it."""
     if config.path is None:
         raise ValueError("[server] workers needs a configuration file")
     children = []
     for index in range(1, config.server.workers):
         children.append(subprocess.Popen(
-            [sys.executable, "-m", "reticulum.workers", config.path, str(index)],
+            [sys.executable, "-m", "reticulum", "worker", config.path, str(index)],
             stdin=subprocess.DEVNULL, close_fds=True))
     return children
 
@@ -60,40 +61,3 @@ def stop(children: List[subprocess.Popen], timeout: float = 5.0) -> None:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait(timeout)
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """Worker INDEX of the server configured by CONFIG (started by worker 0)."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or not args[1].isdigit():
-        sys.stderr.write("usage: python -m reticulum.workers CONFIG INDEX\n")
-        return 2
-    from twisted.internet import reactor, task
-    from twisted.logger import globalLogBeginner, textFileLogObserver
-
-    from reticulum.config import ConfigError, load_config
-    from reticulum.service import ReticulumService
-
-    try:
-        config = load_config(args[0])
-    except ConfigError as e:
-        sys.stderr.write("reticulum: %s\n" % (e,))
-        return 2
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)],
-                                     redirectStandardIO=False)
-    service = ReticulumService(config, reactor=reactor, worker=int(args[1]))
-    parent = os.getppid()
-
-    def parent_gone() -> None:
-        if os.getppid() != parent:
-            reactor.stop()
-
-    reactor.callWhenRunning(service.startService)
-    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-    task.LoopingCall(parent_gone).start(PARENT_CHECK, now=False)
-    reactor.run()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,12 +2,14 @@
 stores stand for two nodes; the changes one makes reach the other's cache)."""
 from __future__ import annotations
 
+import json
+import logging
 import queue
 import time
 
 import pytest
 
-from reticulum.cluster import Cluster, RedisAccounts, RedisLocation, share_secret_files
+from reticulum.cluster import Cluster, RedisAccounts, RedisLocation, _record, share_secret_files
 from reticulum.config import config_from_dict
 from reticulum.location import Binding
 from reticulum.addresses import Flow
@@ -138,6 +140,24 @@ def test_a_restarted_node_loads_every_binding_but_its_own_flow_bound_ones(nodes,
     found = again.store.lookup("sip:bob@reticulum.local", time.time())
     assert [x.contact for x in found] == ["sip:bob@127.0.0.1:40001"]
     assert redis_server.client().hlen(nodes.prefix + "b:sip:bob@reticulum.local") == 1
+
+
+def test_a_bad_change_message_costs_only_itself(nodes, redis_server, caplog):
+    b = nodes("b")
+    b.pump_until(lambda: b.store.writable)
+    record = _record(binding("sip:bob@127.0.0.1:40001"), "a", "v1", None)
+    good = json.dumps({"op": "p", "a": "sip:bob@reticulum.local", "r": record, "n": "a"})
+    pipe = redis_server.client().pipeline(transaction=True)  # one after the other on the wire
+    pipe.publish(nodes.prefix + "changes", good)
+    pipe.publish(nodes.prefix + "changes", "{not json")
+    with caplog.at_level(logging.ERROR, logger="reticulum.cluster"):
+        pipe.execute()
+        b.pump_until(lambda: b.store.count() == 1)
+        deadline = time.monotonic() + 10
+        while "bad change message" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert "bad change message" in caplog.text
+    assert b.store.get("sip:bob@reticulum.local", "sip:bob@127.0.0.1:40001") is not None
 
 
 def test_without_redis_changes_wait_and_nothing_is_lost(tmp_path):

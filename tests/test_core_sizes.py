@@ -5,7 +5,7 @@ from reticulum.core import MAX_UDP6_PAYLOAD, MAX_UDP_PAYLOAD
 from reticulum.addresses import Target
 from reticulum.sip import Request, Response, parse_uri
 from reticulum.addresses import Flow
-from tests.test_proxy import CALLER, PROXY, make_core
+from tests.proxy.test_proxy import CALLER, PROXY, make_core
 
 HEADERS = [
     ("Via", "SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bK-1;rport=6000"),

@@ -61,7 +61,6 @@ def make(session_lifetime=7200, early_lifetime=300):
 def test_provisional_with_tag_makes_an_early_dialog_and_2xx_confirms_it():
     clock, rec, tracker = make()
     invite = request()
-    tracker.request_forwarded(invite)
     tracker.response_seen(invite, branch_response(invite, 100, None))
     assert len(tracker) == 0
     clock.advance(1)

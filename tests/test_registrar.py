@@ -490,7 +490,7 @@ def test_path_is_stored_and_echoed_when_supported(registrar, store, clock):
     (b,) = store.lookup(AOR, clock.seconds())
     assert b.path == list(PATH)
     # a connection from the edge proxy closing does not cut a binding reached via Path
-    assert registrar.flow_closed(TCP) == []
+    assert store.flow_closed(TCP) == []
     assert store.count() == 1
 
 
@@ -514,12 +514,12 @@ def test_path_is_replaced_on_re_register(registrar, store, clock):
 def test_flow_closed_stops_a_tcp_binding_at_once(registrar, store, clock):
     registrar.handle(register("<sip:alice@10.0.0.5:5060;transport=tcp>", transport="TCP"), TCP)
     registrar.handle(register("<sip:alice@192.0.2.4:5062>", call_id="udp-1"), UDP)
-    gone = registrar.flow_closed(TCP)
+    gone = store.flow_closed(TCP)
     assert [b.contact for b in gone] == ["sip:alice@10.0.0.5:5060;transport=tcp"]
     assert [b.contact for b in store.lookup(AOR, clock.seconds())] == ["sip:alice@192.0.2.4:5062"]
     response = registrar.handle(register(cseq=9, call_id="q"), UDP)
     assert list(contacts_of(response)) == ["sip:alice@192.0.2.4:5062"]
-    assert registrar.flow_closed(UDP) == []
+    assert store.flow_closed(UDP) == []
 
 
 def test_bindings_survive_a_restart_through_the_registrar(tmp_path, clock):
@@ -650,9 +650,9 @@ def test_a_tcp_binding_with_a_reachable_contact_survives_its_connection(registra
     registrar.handle(register("<sip:alice@192.0.2.4:5064;transport=tcp>;reg-id=1;"
                               "+sip.instance=\"%s\"" % INSTANCE, transport="TCP",
                               supported="outbound", call_id="ob"), TCP)
-    assert [b.contact for b in registrar.flow_closed(TCP)] == [
+    assert [b.contact for b in store.flow_closed(TCP)] == [
         "sip:alice@192.0.2.4:5064;transport=tcp"]
-    assert [b.contact for b in registrar.flow_closed(public_tcp)] == [
+    assert [b.contact for b in store.flow_closed(public_tcp)] == [
         "sip:alice@192.168.1.20:5063;transport=tcp"]
     assert [b.contact for b in store.lookup(AOR, clock.seconds())] == [
         "sip:alice@192.0.2.4:5063;transport=tcp"]

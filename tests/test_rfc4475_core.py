@@ -9,11 +9,11 @@ import pytest
 from twisted.internet.task import Clock
 
 from reticulum.config import config_from_dict
-from reticulum.core import Core
+from reticulum.service import build_core
 from reticulum.location import Binding, MemoryLocation
 from reticulum.sip import Request
 from reticulum.addresses import Flow
-from tests.test_proxy import PROXY, RecordingTransports, _Accounts
+from tests.proxy.test_proxy import PROXY, RecordingTransports, _Accounts
 
 TORTURE = Path(__file__).resolve().parents[2] / "shared" / "rfc4475"
 PEER = Flow("udp", PROXY, ("192.0.2.50", 5060))
@@ -54,7 +54,7 @@ def make_core(tmp_path, auth=True):
     clock = Clock()
     clock.advance(1_800_000_000)
     net = RecordingTransports()
-    core = Core(config, clock, net, location=MemoryLocation(), accounts=_Accounts(["user"]))
+    core = build_core(config, clock, net, location=MemoryLocation(), accounts=_Accounts(["user"]))
     core.start()
     core.location.put(Binding(aor="sip:user@example.com", contact="sip:user@127.0.0.1:7000",
                               expires_at=clock.seconds() + 3600, flow=CALLEE,

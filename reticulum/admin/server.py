@@ -24,7 +24,7 @@ import hmac
 import json
 import os
 import secrets
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, cast
 from urllib.parse import unquote
 
 from autobahn.twisted.resource import WebSocketResource
@@ -32,6 +32,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny
 from twisted.logger import Logger
 from twisted.web import resource, server, static
+from twisted.web.resource import IResource
 from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 
@@ -168,22 +169,33 @@ class _Index(resource.Resource):
             return f.read()
 
 
+class _Files(static.File):
+    """The page's files; a folder is not listed."""
+
+    def directoryListing(self) -> resource.Resource:
+        return resource.NoResource()
+
+
+def _resource(child: Any) -> IResource:
+    """Resources provide IResource (zope's @implementer on twisted.web's Resource, which
+    mypy does not read): the cast says so."""
+    return cast(IResource, child)
+
+
 class _Root(resource.Resource):
     def __init__(self, gate: _Gate, hub, ws_factory):
         super().__init__()
         self.gate = gate
         api = resource.Resource()
-        api.putChild(b"status", _Json(lambda request: hub.status()))
-        api.putChild(b"registrations", _Json(lambda request: {
-            "registrations": hub.registrations(_arg(request, b"user"))}))
-        api.putChild(b"calls", _Json(lambda request: {"calls": hub.calls()}))
-        self.putChild(b"api", api)
-        self.putChild(b"metrics", _Metrics(hub))
-        self.putChild(b"events", WebSocketResource(ws_factory))
-        files = static.File(STATIC_DIR)
-        files.directoryListing = lambda: resource.NoResource()
-        self.putChild(b"static", files)
-        self.putChild(b"", _Index())
+        api.putChild(b"status", _resource(_Json(lambda request: hub.status())))
+        api.putChild(b"registrations", _resource(_Json(lambda request: {
+            "registrations": hub.registrations(_arg(request, b"user"))})))
+        api.putChild(b"calls", _resource(_Json(lambda request: {"calls": hub.calls()})))
+        self.putChild(b"api", _resource(api))
+        self.putChild(b"metrics", _resource(_Metrics(hub)))
+        self.putChild(b"events", _resource(WebSocketResource(ws_factory)))
+        self.putChild(b"static", _resource(_Files(STATIC_DIR)))
+        self.putChild(b"", _resource(_Index()))
 
     def getChildWithDefault(self, path, request):
         # URLs may carry the token: never in a Referer; the page is never framed
@@ -248,6 +260,9 @@ def _filter(data: Any) -> Optional[Dict[str, Any]]:
 class AdminEventsProtocol(WebSocketServerProtocol):
     """One admin WebSocket client: a filter, a bounded queue, a dropped count."""
 
+    #: set by autobahn from the factory's protocol options (setProtocolOptions)
+    maxMessagePayloadSize: int
+
     def onConnect(self, request):
         factory = self.factory
         if len(factory.hub.clients) >= MAX_CLIENTS:
@@ -268,7 +283,7 @@ class AdminEventsProtocol(WebSocketServerProtocol):
             transport.registerProducer(self, True)
         except Exception:  # a transport without flow control: no pausing then
             pass
-        self._send(hub.snapshot())
+        self._send_json(hub.snapshot())
         hub.clients.append(self)
 
     def offer(self, event: Dict[str, Any]) -> None:
@@ -289,19 +304,21 @@ class AdminEventsProtocol(WebSocketServerProtocol):
         sent = 0
         while queue and not self.paused:
             if self.dropped:
-                self._send({"type": "dropped", "count": self.dropped,
+                self._send_json({"type": "dropped", "count": self.dropped,
                             "time": self.factory.hub.clock()})
                 self.dropped = 0
                 continue
             batch = queue[:64]
             del queue[:64]
             for event in batch:
-                self._send(event)
+                self._send_json(event)
             sent += len(batch)
         if queue and not self.paused and self._flush_call is None:
             self._flush_call = self.factory.reactor.callLater(0, self._flush)
 
-    def _send(self, data: Dict[str, Any]) -> None:
+    def _send_json(self, data: Dict[str, Any]) -> None:
+        """One event or reply as a JSON text message. (Not `_send`: that is autobahn's own
+        method for its send queue.)"""
         # autobahn applies maxMessagePayloadSize both ways; it is meant for what clients send
         limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
         try:
@@ -325,16 +342,16 @@ class AdminEventsProtocol(WebSocketServerProtocol):
         try:
             data = json.loads(payload.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
-            self._send({"type": "error", "error": "not JSON"})
+            self._send_json({"type": "error", "error": "not JSON"})
             return
         wanted = _filter(data.get("subscribe")) if isinstance(data, dict) else None
         if wanted is None:
-            self._send({"type": "error", "error": 'expected {"subscribe": {"call_id", "user", '
+            self._send_json({"type": "error", "error": 'expected {"subscribe": {"call_id", "user", '
                                                   '"types"}}'})
             return
         self.wanted = wanted
         self.queue = [event for event in self.queue if _matches(event, wanted)]
-        self._send({"type": "subscribed", "filter": dict(
+        self._send_json({"type": "subscribed", "filter": dict(
             wanted, types=sorted(wanted["types"])) if "types" in wanted else wanted})
 
     def onClose(self, wasClean, code, reason):
@@ -354,6 +371,17 @@ def _default(value):
     return str(value)
 
 
+class _EventsFactory(WebSocketServerFactory):
+    """The admin WebSocket: its protocols find the hub and the reactor here."""
+
+    protocol = AdminEventsProtocol
+
+    def __init__(self, hub: Any, reactor: Any) -> None:
+        super().__init__()
+        self.hub = hub
+        self.reactor = reactor
+
+
 class AdminSite(server.Site):
     """The admin port's Site. Requests are not written to the log (URLs carry the token)."""
 
@@ -362,10 +390,7 @@ class AdminSite(server.Site):
             from twisted.internet import reactor as _reactor
 
             reactor = _reactor
-        factory = WebSocketServerFactory()
-        factory.protocol = AdminEventsProtocol
-        factory.hub = hub
-        factory.reactor = reactor
+        factory = _EventsFactory(hub, reactor)
         factory.setProtocolOptions(maxFramePayloadSize=MAX_CLIENT_FRAME,
                                    maxMessagePayloadSize=MAX_CLIENT_FRAME,
                                    autoPingInterval=30, autoPingTimeout=15)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
-from typing import NamedTuple, Optional
+from typing import List, NamedTuple, Optional
 
 from twisted.logger import Logger
 
@@ -166,10 +166,6 @@ def _valid_name(name: str) -> bool:
     return True
 
 
-class _Missing(Exception):
-    """An answer the procedure needs has not arrived yet."""
-
-
 class _Pass:
     """One run of RFC 3263 §4 over the answers known now."""
 
@@ -190,8 +186,8 @@ class _Pass:
             self.failures.append("%s %s: %s" % (rdtype, name, answer.error))
         return answer
 
-    def addresses(self, name: str, port: int, transport: str) -> list:
-        out = []
+    def addresses(self, name: str, port: int, transport: str) -> List[Target]:
+        out: List[Target] = []
         for rdtype in self.families:
             answer = self.get(name, rdtype)
             if answer is not None and answer.error is None:
@@ -226,37 +222,59 @@ def plan(host: str, port, wanted: str, sips: bool, ask, rng, families, sendable)
     if not sendable:
         return [], INSECURE if sips else NOT_FOUND, "no transport to send on"
     default = "tls" if sips else next(t for t in ("udp", "tcp", "tls") if t in sendable)
-    targets: list = []
-    if port:
+    if port:  # §4.2: a port given means no NAPTR and no SRV
         targets = step.addresses(host, port, wanted or default)
-    elif wanted:
+    elif wanted:  # §4.2: a transport given means SRV for it, else the default port
         found = step.srv(SRV_PREFIX[wanted] + host, wanted)
         targets = found if found is not None else step.addresses(
             host, DEFAULT_PORTS.get(wanted, 5060), wanted)
     else:
-        naptr = step.get(host, "NAPTR")
-        if naptr is None:
-            return None
-        if naptr.error == NXDOMAIN:  # nothing lives under a name that does not exist
-            return [], NOT_FOUND, "no such domain"
-        if naptr.error is not None:  # the name servers did not answer: neither will they next
-            return [], FAILED, step.failures[0]
-        usable = sorted(
-            (r for r in naptr.records if r.flags.lower() == "s"
-             and NAPTR_SERVICES.get(r.service.lower(), ("", False))[0] in sendable
-             and (not sips or NAPTR_SERVICES[r.service.lower()][1])),
-            key=lambda r: (r.order, r.preference))
-        for record in usable:
-            transport = NAPTR_SERVICES[record.service.lower()][0]
-            targets.extend(step.srv(record.replacement.lower().rstrip("."), transport) or ())
-        if not targets:
-            for transport in SRV_ORDER:
-                if transport in sendable:
-                    targets.extend(step.srv(SRV_PREFIX[transport] + host, transport) or ())
-        if not targets and not step.missing:
-            targets = step.addresses(host, DEFAULT_PORTS[default], default)
+        outcome = _by_naptr(step, host, sips, sendable, default)
+        if not isinstance(outcome, list):
+            return outcome  # still asking, or a definitive answer about the name
+        targets = outcome
     if step.missing:
         return None
+    return _first_targets(targets, step.failures)
+
+
+def _by_naptr(step: "_Pass", host: str, sips: bool, sendable, default: str):
+    """§4.1 without a transport or port: NAPTR, else SRV for each transport we send on, else
+    the address records at the default port. A list of targets, or what `plan` returns."""
+    naptr = step.get(host, "NAPTR")
+    if naptr is None:
+        return None
+    if naptr.error == NXDOMAIN:  # nothing lives under a name that does not exist
+        return [], NOT_FOUND, "no such domain"
+    if naptr.error is not None:  # the name servers did not answer: neither will they next
+        return [], FAILED, step.failures[0]
+    targets: list = []
+    for record in _usable_naptr(naptr.records, sips, sendable):
+        transport = NAPTR_SERVICES[record.service.lower()][0]
+        targets.extend(step.srv(record.replacement.lower().rstrip("."), transport) or ())
+    if not targets:
+        for transport in SRV_ORDER:
+            if transport in sendable:
+                targets.extend(step.srv(SRV_PREFIX[transport] + host, transport) or ())
+    if not targets and not step.missing:
+        targets = step.addresses(host, DEFAULT_PORTS[default], default)
+    return targets
+
+
+def _usable_naptr(records, sips: bool, sendable) -> list:
+    """The NAPTR records that lead to SIP over a transport we send on (only secure ones for
+    sips:), in order and preference."""
+    def usable(record) -> bool:
+        if record.flags.lower() != "s":
+            return False
+        transport, secure = NAPTR_SERVICES.get(record.service.lower(), ("", False))
+        return transport in sendable and (secure or not sips)
+
+    return sorted(filter(usable, records), key=lambda r: (r.order, r.preference))
+
+
+def _first_targets(targets, failures):
+    """At most MAX_TARGETS distinct targets in order, or why there are none."""
     unique: list = []
     for target in targets:
         if target not in unique:
@@ -265,8 +283,8 @@ def plan(host: str, port, wanted: str, sips: bool, ask, rng, families, sendable)
                 break
     if unique:
         return unique, None, ""
-    if step.failures:
-        return [], FAILED, step.failures[0]
+    if failures:
+        return [], FAILED, failures[0]
     return [], NOT_FOUND, "no SIP server and no address"
 
 

@@ -3,6 +3,8 @@
 ``Transports`` binds the configured listening sockets, keeps every live
 connection by id, and implements the contract of docs/architecture.md::
 
+    listen(sink)
+
     listening: list[ListeningPoint]
     send(data, flow) -> bool
     send_to(data, transport, host, port) -> Flow
@@ -19,8 +21,14 @@ Flows:
   same family (or the wildcard address with port 0 when there is none); the
   flow object stays the same for the connection's whole life.
 
+What arrives goes to the ``Sink`` given to ``listen`` (the core), through the
+table's ``Delivery`` (reticulum.transport.sink), which the protocols get instead
+of the sink. The protocols (tcp, tls, udp, ws) know the table only as a
+``ConnectionTable`` (reticulum.transport.connection); this module imports them,
+never the other way round.
+
 Failures of outgoing sends are reported asynchronously (never inside
-``send_to``) through ``core.flow_failed(flow)``.
+``send_to``) through the sink's ``flow_failed(flow)``.
 """
 
 from __future__ import annotations
@@ -38,8 +46,11 @@ from twisted.logger import Logger
 
 from reticulum import events
 from reticulum.addresses import Flow, ListeningPoint, hostport as _hostport
+from reticulum.transport.connection import Connection, PendingConnection
 from reticulum.transport.limits import ConnectionLimits, GuardFactory, RESERVED_FILES, default_max_connections, open_files_limit
-from reticulum.transport.tcp import PendingConnection, StreamClientFactory, StreamProtocol, StreamServerFactory
+from reticulum.transport.sink import Delivery, Sink
+from reticulum.transport.tcp import StreamClientFactory, StreamServerFactory
+from reticulum.transport.tls import client_factory as tls_client_factory, server_factory as tls_server_factory
 from reticulum.transport.udp import MAX_DATAGRAM, UDPProtocol
 
 __all__ = ["Transports", "BindError", "SUPPORTED_LISTEN"]
@@ -90,8 +101,8 @@ class Transports:
         self.config = config
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor
-        self.core: Any = None
-        self.max_message_size: int = config.transport.max_message_size
+        #: hands what arrives to the sink; it has none until listen()
+        self.delivery = Delivery(config.transport.max_message_size)
         self.idle_timeout: float = config.transport.tcp_idle_timeout
         self.connect_timeout: float = max(1.0, 64 * config.timers.t1)
         self.limits = ConnectionLimits(
@@ -114,7 +125,7 @@ class Transports:
         self._tls: Any = None  # reticulum.certs.TLSContexts, made on first use
         self._ports: List[Any] = []  # twisted listening ports
         self._udp: Dict[Tuple[str, int], UDPProtocol] = {}
-        self._conns: Dict[int, Any] = {}  # conn id -> StreamProtocol | PendingConnection
+        self._conns: Dict[int, Connection] = {}  # open or being opened
         self._by_remote: Dict[tuple, int] = {}  # (transport, host, port[, name]) -> conn id
         self._named: Dict[int, tuple] = {}  # conn id -> its key with a verified name
         self._ids = itertools.count(1)
@@ -145,19 +156,17 @@ class Transports:
             return room
         return configured
 
-    def attach(self, core: Any) -> None:
-        """Set the core that receives messages and flow events."""
-        self.core = core
-
     # ------------------------------------------------------------------
     # listening
 
-    def listen(self) -> None:
-        """Bind every configured listening address, synchronously.
+    def listen(self, sink: Sink) -> None:
+        """From now on hand what arrives to ``sink``; bind every configured listening
+        address, synchronously.
 
         Raises BindError naming the first address that cannot be bound;
         what was bound before is released again.
         """
+        self.delivery.sink = sink
         # a worker's own UDP socket first: requests it sends leave from there (ties in
         # _udp_socket_for go to the first), so their responses come back to it
         for name, (host, port) in [("udp", a) for a in self._own] + self.config.listen.items():
@@ -215,7 +224,7 @@ class Transports:
         return s
 
     def _listen_udp(self, host: str, port: int) -> None:
-        proto = UDPProtocol(self, (host, port))
+        proto = UDPProtocol(self.delivery, (host, port))
         if IReactorSocket.providedBy(self.reactor):
             s = self._bound_socket("udp", host, port, socket.SOCK_DGRAM)
             try:
@@ -244,19 +253,21 @@ class Transports:
         return self._tls
 
     def _listen_tls(self, host: str, port: int) -> None:
-        from reticulum.transport import tls
+        self._listen_tcp(host, port, tls_server_factory(self, self.tls_contexts()), "tls")
 
-        self._listen_tcp(host, port, tls.server_factory(self, self.tls_contexts()), "tls")
+    def _listen_ws(self, host: str, port: int, contexts: Any = None) -> None:
+        # imported here, not above: importing autobahn's Twisted side picks Twisted as
+        # txaio's one framework for the whole process, which only a ws listener may do
+        # (the tests drive asyncio WebSocket clients in the same process as the table)
+        from reticulum.transport.ws import site_factory
 
-    def _listen_ws(self, host: str, port: int) -> None:
-        from reticulum.transport import ws
-
-        self._listen_tcp(host, port, ws.site_factory(self, "ws", host, port), "ws")
+        name = "ws" if contexts is None else "wss"
+        config = self.config
+        factory = site_factory(self, name, host, port, config.websocket, config.domains, self.reactor, contexts)
+        self._listen_tcp(host, port, factory, name)
 
     def _listen_wss(self, host: str, port: int) -> None:
-        from reticulum.transport import ws
-
-        self._listen_tcp(host, port, ws.site_factory(self, "wss", host, port, self.tls_contexts()), "wss")
+        self._listen_ws(host, port, self.tls_contexts())
 
     def _listen_tcp(self, host: str, port: int, factory: Any = None, name: str = "tcp") -> None:
         if factory is None:
@@ -313,7 +324,7 @@ class Transports:
         ``server_name``: the SIP domain a TLS peer must prove it is (RFC 5922) when
         ``[tls] verify_peers`` is on; such a connection is reused only for that name.
         Returns the flow used.  A failure is reported later through
-        ``core.flow_failed(flow)``.
+        the sink's ``flow_failed(flow)``.
         """
         transport = transport.lower()
         host = _normalize_host(host)
@@ -345,7 +356,7 @@ class Transports:
 
     def connections(self) -> List[Flow]:
         """The flows of every connection currently open or being opened."""
-        return [c.flow for c in self._conns.values()]
+        return [c.flow for c in self._conns.values() if c.flow is not None]
 
     def next_conn_id(self) -> int:
         return next(self._ids)
@@ -401,7 +412,7 @@ class Transports:
         conn_id = self._by_remote.get(key)
         if conn_id is not None:
             conn = self._conns.get(conn_id)
-            if conn is not None and not conn.closed:
+            if conn is not None and not conn.closed and conn.flow is not None:
                 conn.write(data)
                 return conn.flow
         flow = Flow(transport, self._unbound_local(host, transport), (host, port), next(self._ids))
@@ -424,9 +435,7 @@ class Transports:
         try:
             factory: Any = StreamClientFactory(self, pending)
             if transport == "tls":
-                from reticulum.transport import tls
-
-                factory = tls.client_factory(self, pending, self.tls_contexts(), server_name or host)
+                factory = tls_client_factory(self, pending, self.tls_contexts(), server_name or host)
             pending.connector = self.reactor.connectTCP(host, port, factory, timeout=self.connect_timeout)
         except Exception as e:
             log.warn("{flow}: cannot connect: {error}", flow=str(flow), error=e)
@@ -438,8 +447,10 @@ class Transports:
     # ------------------------------------------------------------------
     # called by the connection protocols
 
-    def connection_made(self, proto: StreamProtocol) -> None:
+    def connection_made(self, proto: Connection, local: Tuple[str, int]) -> None:
         flow = proto.flow
+        if flow is None:  # pragma: no cover - protocols set their flow first
+            return
         pending = self._conns.get(flow.conn)
         self._conns[flow.conn] = proto
         key = (flow.transport, flow.remote[0], flow.remote[1])
@@ -447,12 +458,7 @@ class Transports:
         if events.listening:
             events.emit("connection", action="opened", flow=flow, outgoing=pending is not None)
         if isinstance(pending, PendingConnection):
-            local = proto.transport.getHost()
-            log.info(
-                "{flow} connected from {local}",
-                flow=str(flow),
-                local=_hostport(local.host, local.port),
-            )
+            log.info("{flow} connected from {local}", flow=str(flow), local=_hostport(*local))
             if pending.closed:
                 proto.close()
                 return
@@ -468,26 +474,19 @@ class Transports:
                 local=_hostport(*flow.local),
             )
 
-    def connection_lost(self, proto: StreamProtocol, reason: Any = None) -> None:
+    def connection_lost(self, proto: Connection, why: str = "") -> None:
         flow = proto.flow
         if flow is None:
             return
         if self._conns.get(flow.conn) is not proto:
             return
         self._forget(flow)
-        why = ""
-        if reason is not None and getattr(reason, "value", None) is not None:
-            why = reason.getErrorMessage()
         log.info("{flow} closed{why}", flow=str(flow), why=(" (%s)" % why) if why else "")
-        if self.core is not None:
-            try:
-                self.core.flow_closed(flow)
-            except Exception:
-                log.failure("core failed on flow_closed({flow})", flow=str(flow))
-        if events.listening:  # after the core: its bindings are gone by now
+        self.delivery.closed(flow)
+        if events.listening:  # after the sink: its bindings are gone by now
             events.emit("connection", action="closed", flow=flow)
 
-    def connect_failed(self, pending: PendingConnection, reason: Any) -> None:
+    def connect_failed(self, pending: PendingConnection, why: str) -> None:
         flow = pending.flow
         dropped = len(pending.queue)
         pending.queue = []
@@ -498,14 +497,10 @@ class Transports:
         log.info(
             "{flow}: connection failed ({reason}); {dropped} queued message(s) dropped",
             flow=str(flow),
-            reason=reason.getErrorMessage() if reason is not None else "?",
+            reason=why or "?",
             dropped=dropped,
         )
-        if self.core is not None:
-            try:
-                self.core.flow_failed(flow)
-            except Exception:
-                log.failure("core failed on flow_failed({flow})", flow=str(flow))
+        self.delivery.failed(flow)
 
     # ------------------------------------------------------------------
 
@@ -526,11 +521,4 @@ class Transports:
             self.limits.release_outgoing()
 
     def _report_failure(self, flow: Flow) -> None:
-        def report() -> None:
-            if self.core is not None:
-                try:
-                    self.core.flow_failed(flow)
-                except Exception:
-                    log.failure("core failed on flow_failed({flow})", flow=str(flow))
-
-        self.clock.callLater(0, report)
+        self.clock.callLater(0, self.delivery.failed, flow)

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
 
-from reticulum.auth import source_key
+from reticulum.addresses import source_key
 
 __all__ = ["ConnectionLimits", "GuardFactory", "GuardedConnection", "find_guard",
            "default_max_connections", "RESERVED_FILES"]
@@ -167,6 +169,10 @@ class GuardedConnection(ProtocolWrapper):
     _waiting_since: Optional[float] = None
     _timer: Any = None
     _lost = False
+    # twisted's zope interfaces do not type-check as attributes
+    transport: Any
+    wrappedProtocol: Any
+    factory: "GuardFactory"
 
     def makeConnection(self, transport: Any) -> None:
         # the first message is pending from the start (a TLS handshake, an HTTP upgrade, SIP)
@@ -178,7 +184,7 @@ class GuardedConnection(ProtocolWrapper):
             self.message_started()
         self.wrappedProtocol.dataReceived(data)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
         timer = self._timer
         if timer is not None and timer.active():
@@ -223,14 +229,14 @@ class GuardFactory(WrappingFactory):
     noisy = False
 
     def __init__(self, wrapped: Any, limits: ConnectionLimits, http: bool = False) -> None:
-        WrappingFactory.__init__(self, wrapped)
+        super().__init__(wrapped)
         self.limits = limits
         self.http = http
 
-    def buildProtocol(self, addr: Any) -> Optional[GuardedConnection]:
+    def buildProtocol(self, addr: Any) -> Any:  # a GuardedConnection, or None to refuse
         if not self.limits.admit(getattr(addr, "host", "")):
             return None  # the reactor closes the socket at once
-        p = WrappingFactory.buildProtocol(self, addr)
+        p: Any = super().buildProtocol(addr)
         if self.http:
             p.starts_on_data = True
         return p

@@ -2,30 +2,30 @@
 
 Every connection, accepted or opened by us, is a ``StreamProtocol`` with a
 unique connection id and its own ``Flow``; the flow table (``Transports``)
-keeps them.  The protocol cuts the stream into messages with
+keeps them (through ``reticulum.transport.connection``: this module never
+sees the table's class).  The protocol cuts the stream into messages with
 ``StreamFramer``, answers RFC 5626 keep-alive pings, closes connections
 that stay idle longer than ``[transport] tcp_idle_timeout``, and tells the
 connection's guard (``reticulum.transport.limits``; accepted connections
 only) when a message starts and ends, for ``[transport] head_timeout``.
+What it receives goes to the table's ``Delivery`` (``reticulum.transport.sink``).
 
-The same classes carry TLS later: only ``transport_name`` differs.
+TLS uses the same classes (``reticulum.transport.tls``): only ``transport_name`` differs.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Optional
+from typing import Any, Optional
 
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.logger import Logger
 
 from reticulum.addresses import Flow
+from reticulum.transport.connection import ConnectionTable, PendingConnection, failure_text
 from reticulum.transport.framing import BAD_FRAMING, MESSAGE, PING, PONG, TOO_LARGE, StreamFramer
-from reticulum.transport.limits import find_guard
+from reticulum.transport.limits import GuardedConnection, find_guard
 
-if TYPE_CHECKING:  # pragma: no cover
-    from reticulum.transport.flows import Transports
-
-__all__ = ["StreamProtocol", "StreamServerFactory", "StreamClientFactory", "PendingConnection"]
+__all__ = ["StreamProtocol", "StreamServerFactory", "StreamClientFactory"]
 
 log = Logger(namespace="reticulum.transport")
 
@@ -33,49 +33,49 @@ log = Logger(namespace="reticulum.transport")
 class StreamProtocol(Protocol):
     """One SIP stream connection (either direction)."""
 
-    def __init__(self, transports: "Transports", transport_name: str = "tcp", flow: Optional[Flow] = None) -> None:
-        self.transports = transports
+    #: twisted's zope interfaces do not type-check as attributes; the reactor's TCP transport
+    transport: Any
+
+    def __init__(self, table: ConnectionTable, transport_name: str = "tcp", flow: Optional[Flow] = None) -> None:
+        self.table = table
         self.transport_name = transport_name
         #: set on connectionMade; preset for outgoing connections
         self.flow: Optional[Flow] = flow
         self.outgoing = flow is not None
-        self.framer = StreamFramer(transports.max_message_size)
-        self.connected_at = 0.0
+        self.framer = StreamFramer(table.delivery.max_message_size)
         self.last_activity = 0.0
         self.closed = False
-        self._idle_call = None
+        self._idle_call: Any = None
         #: the GuardedConnection of an accepted connection (None for ours)
-        self.guard = None
+        self.guard: Optional[GuardedConnection] = None
 
     # -- twisted
 
     def connectionMade(self) -> None:
-        t = self.transports
-        now = t.clock.seconds()
-        self.connected_at = self.last_activity = now
+        t = self.table
+        self.last_activity = t.clock.seconds()
+        host = self.transport.getHost()
         if self.flow is None:
-            host = self.transport.getHost()
             peer = self.transport.getPeer()
             self.flow = Flow(self.transport_name, (host.host, host.port), (peer.host, peer.port), t.next_conn_id())
         self.guard = find_guard(self.transport)
-        t.connection_made(self)
+        t.connection_made(self, (host.host, host.port))
         self._schedule_idle_check(t.idle_timeout)
 
     def dataReceived(self, data: bytes) -> None:
-        t = self.transports
+        t = self.table
         self.last_activity = t.clock.seconds()
-        core = t.core
+        delivery = t.delivery
         flow = self.flow
+        if flow is None:  # pragma: no cover - no data before connectionMade
+            return
         guard = self.guard
         framer = self.framer
         for kind, payload in framer.feed(data):
             if kind is MESSAGE:
                 if guard is not None:
                     guard.message_done()
-                try:
-                    core.message_received(payload, flow)
-                except Exception:
-                    log.failure("core failed on a message from {flow}", flow=str(flow))
+                delivery.message(payload, flow)
             elif kind is PING:
                 self.transport.write(PONG)
             else:
@@ -84,31 +84,28 @@ class StreamProtocol(Protocol):
                     flow=str(flow),
                     reason=self.framer.reason,
                 )
-                try:
-                    if kind is TOO_LARGE:
-                        core.message_too_large(payload, flow)
-                    elif kind is BAD_FRAMING:
-                        core.message_received(payload, flow)
-                except Exception:
-                    log.failure("core failed on a message from {flow}", flow=str(flow))
+                if kind is TOO_LARGE:
+                    delivery.too_large(payload, flow)
+                elif kind is BAD_FRAMING:
+                    delivery.message(payload, flow)  # answered 400, then closed
                 self.transport.loseConnection()
                 break
         if guard is not None and framer.buffered:
             guard.message_started()  # part of a message is in: the rest must follow in time
 
-    def connectionLost(self, reason=None) -> None:
+    def connectionLost(self, reason: Any = None) -> None:
         self.closed = True
         if self._idle_call is not None and self._idle_call.active():
             self._idle_call.cancel()
         self._idle_call = None
-        self.transports.connection_lost(self, reason)
+        self.table.connection_lost(self, failure_text(reason))
 
     # -- used by the flow table
 
     def write(self, data: bytes) -> bool:
         if self.closed or self.transport is None:
             return False
-        self.last_activity = self.transports.clock.seconds()
+        self.last_activity = self.table.clock.seconds()
         self.transport.write(data)
         return True
 
@@ -119,14 +116,14 @@ class StreamProtocol(Protocol):
     # -- idle timeout
 
     def _schedule_idle_check(self, delay: float) -> None:
-        self._idle_call = self.transports.clock.callLater(delay, self._idle_check)
+        self._idle_call = self.table.clock.callLater(delay, self._idle_check)
 
     def _idle_check(self) -> None:
         self._idle_call = None
         if self.closed:
             return
-        timeout = self.transports.idle_timeout
-        idle = self.transports.clock.seconds() - self.last_activity
+        timeout = self.table.idle_timeout
+        idle = self.table.clock.seconds() - self.last_activity
         if idle >= timeout:
             log.info("{flow} idle for {idle:.0f} s; closing", flow=str(self.flow), idle=idle)
             self.transport.loseConnection()
@@ -139,35 +136,14 @@ class StreamServerFactory(Factory):
 
     noisy = False
 
-    def __init__(self, transports: "Transports", transport_name: str = "tcp") -> None:
-        self.transports = transports
+    def __init__(self, table: ConnectionTable, transport_name: str = "tcp") -> None:
+        self.table = table
         self.transport_name = transport_name
 
-    def buildProtocol(self, addr) -> StreamProtocol:
-        p = StreamProtocol(self.transports, self.transport_name)
+    def buildProtocol(self, addr: Any) -> StreamProtocol:
+        p = StreamProtocol(self.table, self.transport_name)
         p.factory = self
         return p
-
-
-class PendingConnection:
-    """An outgoing connection being set up: data waits here until it is made."""
-
-    def __init__(self, flow: Flow) -> None:
-        self.flow = flow
-        self.queue: List[bytes] = []
-        self.connector = None
-        self.closed = False
-
-    def write(self, data: bytes) -> bool:
-        if self.closed:
-            return False
-        self.queue.append(data)
-        return True
-
-    def close(self) -> None:
-        if not self.closed and self.connector is not None:
-            self.closed = True
-            self.connector.disconnect()
 
 
 class StreamClientFactory(ClientFactory):
@@ -175,15 +151,15 @@ class StreamClientFactory(ClientFactory):
 
     noisy = False
 
-    def __init__(self, transports: "Transports", pending: PendingConnection) -> None:
-        self.transports = transports
+    def __init__(self, table: ConnectionTable, pending: PendingConnection) -> None:
+        self.table = table
         self.pending = pending
 
-    def buildProtocol(self, addr) -> StreamProtocol:
-        p = StreamProtocol(self.transports, self.pending.flow.transport, flow=self.pending.flow)
+    def buildProtocol(self, addr: Any) -> StreamProtocol:
+        p = StreamProtocol(self.table, self.pending.flow.transport, flow=self.pending.flow)
         p.factory = self
         return p
 
-    def clientConnectionFailed(self, connector, reason) -> None:
-        self.transports.connect_failed(self.pending, reason)
+    def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
+        self.table.connect_failed(self.pending, failure_text(reason))
 

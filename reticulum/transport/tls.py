@@ -12,7 +12,7 @@ waiting for a transaction timeout, and nothing is ever sent in clear text.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
@@ -20,10 +20,8 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from reticulum.addresses import Flow
+from reticulum.transport.connection import ConnectionTable, PendingConnection, failure_text
 from reticulum.transport.tcp import StreamClientFactory, StreamProtocol, StreamServerFactory
-
-if TYPE_CHECKING:  # pragma: no cover
-    from reticulum.transport.flows import Transports
 
 __all__ = ["TLSStreamProtocol", "server_factory", "client_factory"]
 
@@ -34,8 +32,8 @@ log = Logger(namespace="reticulum.transport")
 class TLSStreamProtocol(StreamProtocol):
     """A ``StreamProtocol`` that knows when its TLS handshake is done."""
 
-    def __init__(self, transports: "Transports", transport_name: str = "tls", flow: Optional[Flow] = None) -> None:
-        StreamProtocol.__init__(self, transports, transport_name, flow)
+    def __init__(self, table: ConnectionTable, transport_name: str = "tls", flow: Optional[Flow] = None) -> None:
+        StreamProtocol.__init__(self, table, transport_name, flow)
         self.handshake_done = False
 
     def handshakeCompleted(self) -> None:
@@ -49,18 +47,13 @@ class TLSStreamProtocol(StreamProtocol):
         if cert is not None:
             log.info("{flow}: TLS peer certificate {subject}", flow=str(flow), subject=_subject(cert))
 
-    def connectionLost(self, reason=None) -> None:
+    def connectionLost(self, reason: Any = None) -> None:
         failed_handshake = self.outgoing and not self.handshake_done and not self.closed
         StreamProtocol.connectionLost(self, reason)
-        if failed_handshake:
-            why = reason.getErrorMessage() if reason is not None and getattr(reason, "value", None) is not None else "?"
-            log.warn("{flow}: TLS handshake failed ({why})", flow=str(self.flow), why=why)
-            core = self.transports.core
-            if core is not None:
-                try:
-                    core.flow_failed(self.flow)
-                except Exception:
-                    log.failure("core failed on flow_failed({flow})", flow=str(self.flow))
+        flow = self.flow
+        if failed_handshake and flow is not None:
+            log.warn("{flow}: TLS handshake failed ({why})", flow=str(flow), why=failure_text(reason) or "?")
+            self.table.delivery.failed(flow)
 
 
 def _subject(cert: Any) -> str:
@@ -72,30 +65,30 @@ def _subject(cert: Any) -> str:
 
 
 class _TLSServerFactory(StreamServerFactory):
-    def buildProtocol(self, addr) -> StreamProtocol:
-        p = TLSStreamProtocol(self.transports, self.transport_name)
+    def buildProtocol(self, addr: Any) -> StreamProtocol:
+        p = TLSStreamProtocol(self.table, self.transport_name)
         p.factory = self
         return p
 
 
 class _TLSClientFactory(StreamClientFactory):
-    def buildProtocol(self, addr) -> StreamProtocol:
-        p = TLSStreamProtocol(self.transports, self.pending.flow.transport, flow=self.pending.flow)
+    def buildProtocol(self, addr: Any) -> StreamProtocol:
+        p = TLSStreamProtocol(self.table, self.pending.flow.transport, flow=self.pending.flow)
         p.factory = self
         return p
 
 
-def server_factory(transports: "Transports", contexts: Any) -> TLSMemoryBIOFactory:
+def server_factory(table: ConnectionTable, contexts: Any) -> TLSMemoryBIOFactory:
     """The factory for a TLS listening socket."""
-    inner = _TLSServerFactory(transports, "tls")
+    inner: Any = _TLSServerFactory(table, "tls")  # Any: mypy cannot see zope's IProtocolFactory
     factory = TLSMemoryBIOFactory(contexts.server_options(), False, inner)
     factory.noisy = False
     return factory
 
 
-def client_factory(transports: "Transports", pending: Any, contexts: Any, host: str) -> TLSMemoryBIOFactory:
+def client_factory(table: ConnectionTable, pending: PendingConnection, contexts: Any, host: str) -> TLSMemoryBIOFactory:
     """The factory for one outgoing TLS connection to ``host``."""
-    inner = _TLSClientFactory(transports, pending)
+    inner: Any = _TLSClientFactory(table, pending)
     factory = TLSMemoryBIOFactory(contexts.client_creator(host), True, inner)
     factory.noisy = False
     return factory

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Tuple
+from typing import Any, Tuple
 
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from reticulum.addresses import Flow
-from reticulum.transport.framing import message_head
-
-if TYPE_CHECKING:  # pragma: no cover
-    from reticulum.transport.flows import Transports
+from reticulum.transport.sink import Delivery
 
 __all__ = ["UDPProtocol", "MAX_DATAGRAM"]
 
@@ -22,41 +19,20 @@ MAX_DATAGRAM = 65536
 
 
 class UDPProtocol(DatagramProtocol):
-    """Hands every datagram to the core as one message.
-
-    Datagrams made only of CR/LF (keep-alives) are dropped without an answer,
-    CR/LF before a message is skipped, and datagrams larger than
-    ``[transport] max_message_size`` go to ``core.message_too_large`` with
-    their header block.
-    """
+    """Hands every datagram, as one message of its flow, to the ``Delivery`` (which drops
+    keep-alives and sends a datagram over ``[transport] max_message_size`` up as too large)."""
 
     noisy = False
+    #: twisted's zope interfaces do not type-check as attributes; the reactor's UDP port
+    transport: Any
 
-    def __init__(self, transports: "Transports", local: Tuple[str, int]) -> None:
-        self.transports = transports
+    def __init__(self, delivery: Delivery, local: Tuple[str, int]) -> None:
+        self.delivery = delivery
         #: the configured (host, port) of this socket: the ``local`` of its flows
         self.local = local
 
-    def datagramReceived(self, data: bytes, addr) -> None:
-        if not data:
-            return
-        c = data[0]
-        if c == 13 or c == 10:
-            data = data.lstrip(b"\r\n")
-            if not data:
-                return  # keep-alive
-        core = self.transports.core
-        if core is None:
-            return
-        flow = Flow("udp", self.local, (addr[0], addr[1]))
-        limit = self.transports.max_message_size
-        try:
-            if len(data) > limit:
-                core.message_too_large(message_head(data, limit), flow)
-            else:
-                core.message_received(data, flow)
-        except Exception:
-            log.failure("core failed on a datagram from {flow}", flow=str(flow))
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        self.delivery.packet(data, Flow("udp", self.local, (addr[0], addr[1])))
 
     def write(self, data: bytes, addr: Tuple[str, int]) -> bool:
         """Send one datagram; False when the socket refused it."""

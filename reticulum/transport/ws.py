@@ -19,7 +19,7 @@ the connection with a clean close (status 1009).  The server pings every
 
 Every open WebSocket is one connection of the flow table with its own
 ``Flow`` (transport ``ws``/``wss``); the only way to reach a browser is that
-flow, and when it closes ``core.flow_closed(flow)`` drops its bindings.  A
+flow, and when it closes the sink's ``flow_closed(flow)`` drops its bindings.  A
 WebSocket is never opened by the server: ``send_to`` over ws/wss fails.
 """
 
@@ -27,29 +27,26 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web import resource, server, static
 
 from reticulum.addresses import Flow
-from reticulum.transport.framing import message_head
+from reticulum.config import WebSocketConfig
+from reticulum.transport.connection import ConnectionTable
 from reticulum.transport.limits import find_guard
 from reticulum.webphone import CONTENT_TYPES, STATIC_DIR, static_path
-
-if TYPE_CHECKING:  # pragma: no cover
-    from reticulum.transport.flows import Transports
 
 __all__ = [
     "SIPWebSocketProtocol",
     "SIPWebSocketFactory",
     "site_factory",
     "origin_allowed",
-    "static_path",
-    "STATIC_DIR",
     "SUBPROTOCOL",
 ]
 
@@ -85,6 +82,8 @@ class SIPWebSocketProtocol(WebSocketServerProtocol):
     closed = False
     #: the connection's GuardedConnection: told when a SIP message starts and ends
     guard: Any = None
+    #: twisted's zope interfaces do not type-check as attributes
+    transport: Any
 
     # -- the handshake
 
@@ -103,15 +102,12 @@ class SIPWebSocketProtocol(WebSocketServerProtocol):
         return SUBPROTOCOL
 
     def onOpen(self) -> None:
-        t = self.factory.transports
+        t = self.factory.table
         host = self.transport.getHost()
         peer = self.transport.getPeer()
         self.flow = Flow(self.factory.transport_name, (host.host, host.port), (peer.host, peer.port), t.next_conn_id())
-        # the opening handshake is over: drop what it kept
-        for name in ("http_request_data", "http_headers", "http_request_uri", "http_request_params", "http_response_data"):
-            if name in self.__dict__:
-                del self.__dict__[name]
-        t.connection_made(self)
+        _forget_handshake(self)
+        t.connection_made(self, (host.host, host.port))
         guard = self.guard = find_guard(self.transport)
         if guard is not None:
             guard.starts_on_data = False  # from now on frames say where messages are
@@ -122,41 +118,24 @@ class SIPWebSocketProtocol(WebSocketServerProtocol):
     def dataReceived(self, data: bytes) -> None:
         WebSocketServerProtocol.dataReceived(self, data)
         guard = self.guard
-        if guard is not None and (self.data or self.current_frame is not None
-                                  or self.inside_message):
+        if guard is not None and _message_pending(self):
             guard.message_started()  # part of a frame or message is in
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         guard = self.guard
         if guard is not None:
             guard.message_done()
-        if not payload:
-            return
-        c = payload[0]
-        if c == 13 or c == 10:
-            payload = payload.lstrip(b"\r\n")
-            if not payload:
-                return  # keep-alive
         flow = self.flow
-        t = self.factory.transports
-        core = t.core
-        if core is None or flow is None:
-            return
-        try:
-            if len(payload) > t.max_message_size:
-                core.message_too_large(message_head(payload, t.max_message_size), flow)
-            else:
-                core.message_received(payload, flow)
-        except Exception:
-            log.failure("core failed on a message from {flow}", flow=str(flow))
+        if flow is not None:
+            self.factory.table.delivery.packet(payload, flow)
 
     def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
         self.closed = True
         if self.flow is not None:
-            why = None
+            why = ""
             if code is not None and code not in (1000, 1001):
-                why = _Reason("close code %s%s" % (code, (" " + reason) if reason else ""))
-            self.factory.transports.connection_lost(self, why)
+                why = "close code %s%s" % (code, (" " + reason) if reason else "")
+            self.factory.table.connection_lost(self, why)
 
     # -- used by the flow table
 
@@ -180,15 +159,29 @@ class SIPWebSocketProtocol(WebSocketServerProtocol):
             self.dropConnection(abort=True)
 
 
-class _Reason:
-    """Quacks like a Failure for connection_lost's log line."""
+# -- autobahn's parser state
+#
+# autobahn keeps a protocol's opening handshake and its frame parser's state in plain
+# instance attributes and documents no way to read or release them (its issue #640,
+# "Reduce WebSocket connection memory footprint", is open). These two functions are the
+# only places that touch them.
 
-    def __init__(self, text: str) -> None:
-        self.value = text
-        self._text = text
+#: what autobahn keeps of the opening handshake for the life of the connection
+_HANDSHAKE_ATTRIBUTES = ("http_request_data", "http_headers", "http_request_uri",
+                         "http_request_params", "http_response_data")
 
-    def getErrorMessage(self) -> str:
-        return self._text
+
+def _forget_handshake(protocol: WebSocketServerProtocol) -> None:
+    """The opening handshake is over: drop the request and response autobahn kept (nothing
+    reads them after onOpen; they would stay for the life of the connection)."""
+    attributes = vars(protocol)
+    for name in _HANDSHAKE_ATTRIBUTES:
+        attributes.pop(name, None)
+
+
+def _message_pending(protocol: WebSocketServerProtocol) -> bool:
+    """Is part of a frame, or of a fragmented message, in and waiting for the rest?"""
+    return bool(protocol.data or protocol.current_frame is not None or protocol.inside_message)
 
 
 class SIPWebSocketFactory(WebSocketServerFactory):
@@ -196,7 +189,8 @@ class SIPWebSocketFactory(WebSocketServerFactory):
 
     protocol = SIPWebSocketProtocol
 
-    def __init__(self, transports: "Transports", transport_name: str, host: str, port: int) -> None:
+    def __init__(self, table: ConnectionTable, transport_name: str, host: str, port: int,
+                 settings: WebSocketConfig, reactor: Any) -> None:
         scheme = "wss" if transport_name == "wss" else "ws"
         h = "[%s]" % host if ":" in host else host
         WebSocketServerFactory.__init__(
@@ -204,16 +198,15 @@ class SIPWebSocketFactory(WebSocketServerFactory):
             url="%s://%s:%d" % (scheme, h, port),
             protocols=[SUBPROTOCOL],
             server="Reticulum",
-            reactor=transports.reactor,
+            reactor=reactor,
         )
         self.noisy = False
-        self.transports = transports
+        self.table = table
         self.transport_name = transport_name
-        ws = transports.config.websocket
-        self.allowed_origins = list(ws.allowed_origins)
+        self.allowed_origins = list(settings.allowed_origins)
         self.setProtocolOptions(
-            maxFramePayloadSize=ws.max_frame_size,
-            maxMessagePayloadSize=ws.max_frame_size,
+            maxFramePayloadSize=settings.max_frame_size,
+            maxMessagePayloadSize=settings.max_frame_size,
             failByDrop=False,
             openHandshakeTimeout=OPEN_HANDSHAKE_TIMEOUT,
             closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT,
@@ -289,7 +282,7 @@ class _StaticFiles(resource.Resource):
         for name, value in SECURITY_HEADERS:
             request.setHeader(name, value)
         request.setHeader(b"cache-control", CACHE_CONTROL)
-        f = static.File(path)
+        f: Any = static.File(path)  # Any: its stubs type the content type as None
         f.type = CONTENT_TYPES[os.path.splitext(path)[1].lower()]
         f.encoding = None
         return f.render(request)
@@ -338,18 +331,19 @@ class _Site(server.Site):
 
 
 def site_factory(
-    transports: "Transports", transport_name: str, host: str, port: int, contexts: Any = None
+    table: ConnectionTable, transport_name: str, host: str, port: int,
+    settings: WebSocketConfig, domains: Sequence[str], reactor: Any, contexts: Any = None
 ) -> Any:
-    """The listening factory for one ws/wss address (wss: ``contexts`` is a
+    """The listening factory for one ws/wss address: ``settings`` is ``[websocket]``,
+    ``domains`` what the page is told this server serves (wss: ``contexts`` is a
     ``reticulum.certs.TLSContexts``)."""
-    ws_factory = SIPWebSocketFactory(transports, transport_name, host, port)
-    files = _StaticFiles(STATIC_DIR, transports.config.domains)
-    root = _Root(_WebSocketResource(ws_factory), files)
-    site = _Site(root)
+    ws_factory = SIPWebSocketFactory(table, transport_name, host, port, settings, reactor)
+    files = _StaticFiles(STATIC_DIR, domains)
+    ws: Any = _WebSocketResource(ws_factory)  # Any: autobahn's resource is no twisted Resource
+    root = _Root(ws, files)
+    site: Any = _Site(root)  # Any: mypy cannot see zope's IProtocolFactory
     site.displayTracebacks = False
     if transport_name == "wss":
-        from twisted.protocols.tls import TLSMemoryBIOFactory
-
         wrapped = TLSMemoryBIOFactory(contexts.ws_server_options(), False, site)
         wrapped.noisy = False
         return wrapped

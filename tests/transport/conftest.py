@@ -82,7 +82,7 @@ def reactor() -> MemoryReactorClock:
 def make_transports(core, reactor):
     def make(**sections) -> Transports:
         t = Transports(make_config(**sections), reactor=reactor)
-        t.attach(core)
+        t.delivery.sink = core  # what listen(core) does, without binding sockets
         return t
 
     return make

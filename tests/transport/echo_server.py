@@ -60,9 +60,8 @@ class EchoCore:
 def main() -> None:
     config = load_config(sys.argv[1])
     transports = Transports(config, reactor=reactor)
-    transports.attach(EchoCore(transports))
     try:
-        transports.listen()
+        transports.listen(EchoCore(transports))
     except BindError as e:
         emit(event="bind_error", message=str(e))
         sys.exit(1)

@@ -17,7 +17,7 @@ from tests.transport.conftest import free_port
 
 
 def add_udp(t, host, port):
-    proto = UDPProtocol(t, (host, port))
+    proto = UDPProtocol(t.delivery, (host, port))
     dt = FakeDatagramTransport()
     proto.makeConnection(dt)
     t._udp[(host, port)] = proto
@@ -36,10 +36,10 @@ def test_listening_points_from_config(make_transports):
     ]
 
 
-def test_listen_binds_and_adopts(make_transports, reactor):
+def test_listen_binds_and_adopts(make_transports, reactor, core):
     port = free_port()
     t = make_transports(listen={"udp": ["127.0.0.1:%d" % port], "tcp": ["127.0.0.1:%d" % port]})
-    t.listen()
+    t.listen(core)
     kinds = [type(p[2]).__name__ for p in reactor.adoptedPorts]
     assert kinds == ["UDPProtocol", "GuardFactory"]  # every stream listener is guarded
     assert type(reactor.adoptedPorts[1][2].wrappedFactory).__name__ == "StreamServerFactory"
@@ -48,7 +48,7 @@ def test_listen_binds_and_adopts(make_transports, reactor):
     t.stop()
 
 
-def test_listen_ipv4_and_ipv6_wildcards_together(make_transports, reactor):
+def test_listen_ipv4_and_ipv6_wildcards_together(make_transports, reactor, core):
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
     port = free_port()
@@ -59,12 +59,12 @@ def test_listen_ipv4_and_ipv6_wildcards_together(make_transports, reactor):
     except OSError:
         pytest.skip("IPv6 loopback unavailable")
     t = make_transports(listen={"udp": ["127.0.0.1:%d" % port, "[::1]:%d" % port]})
-    t.listen()
+    t.listen(core)
     assert len(reactor.adoptedPorts) == 2
     t.stop()
 
 
-def test_bind_error_names_the_address(make_transports, reactor):
+def test_bind_error_names_the_address(make_transports, reactor, core):
     port = free_port()
     blocker = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     blocker.bind(("127.0.0.1", port))
@@ -72,23 +72,23 @@ def test_bind_error_names_the_address(make_transports, reactor):
     try:
         t = make_transports(listen={"udp": ["127.0.0.1:%d" % port], "tcp": ["127.0.0.1:%d" % port]})
         with pytest.raises(BindError) as e:
-            t.listen()
+            t.listen(core)
     finally:
         blocker.close()
     assert str(e.value) == "cannot listen on tcp 127.0.0.1:%d: address already in use" % port
     assert t._udp == {}  # what was bound is released
 
 
-def test_bind_error_unknown_local_address(make_transports):
+def test_bind_error_unknown_local_address(make_transports, core):
     t = make_transports(listen={"udp": ["192.0.2.77:5060"]})
     with pytest.raises(BindError) as e:
-        t.listen()
+        t.listen(core)
     assert "udp 192.0.2.77:5060" in str(e.value)
 
 
-def test_unsupported_listen_keys_are_ignored(make_transports, reactor):
+def test_unsupported_listen_keys_are_ignored(make_transports, reactor, core):
     t = make_transports(listen={"admin": ["127.0.0.1:8000"]})
-    t.listen()
+    t.listen(core)
     assert reactor.adoptedPorts == []
     assert t.listening == []
 

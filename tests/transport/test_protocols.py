@@ -22,7 +22,7 @@ OPTIONS = (
 
 def udp(make_transports, **transport):
     t = make_transports(transport=transport) if transport else make_transports()
-    proto = UDPProtocol(t, ("0.0.0.0", 5060))
+    proto = UDPProtocol(t.delivery, ("0.0.0.0", 5060))
     dt = FakeDatagramTransport()
     proto.makeConnection(dt)
     t._udp[("0.0.0.0", 5060)] = proto

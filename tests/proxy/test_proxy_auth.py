@@ -6,11 +6,11 @@ from twisted.internet.task import Clock
 
 from reticulum.accounts import AccountStore
 from reticulum.config import config_from_dict
-from reticulum.core import Core
+from reticulum.service import build_core
 from reticulum.location import Binding, MemoryLocation
 from reticulum.sip import Request, parse_auth
 from reticulum.sip import digest
-from tests.test_proxy import CALLEE, CALLER, RecordingTransports, request, statuses, to_flow
+from tests.proxy.test_proxy import CALLEE, CALLER, RecordingTransports, request, statuses, to_flow
 
 DOMAIN = "reticulum.local"
 
@@ -25,7 +25,7 @@ def make_core(tmp_path):
     clock.advance(1_800_000_000)
     net = RecordingTransports()
     accounts = AccountStore(str(tmp_path / "reticulum.sqlite3"), realms=[DOMAIN], watch=False)
-    core = Core(config, clock, net, location=MemoryLocation(), accounts=accounts)
+    core = build_core(config, clock, net, location=MemoryLocation(), accounts=accounts)
     core.start()
     core.location.put(Binding(aor="sip:bob@" + DOMAIN, contact="sip:bob@127.0.0.1:7000",
                               expires_at=clock.seconds() + 3600, flow=CALLEE))

@@ -8,14 +8,14 @@ import random
 from twisted.internet.task import Clock
 
 from reticulum.config import config_from_dict
-from reticulum.core import Core
+from reticulum.service import build_core
 from reticulum.dns import Answer
 from reticulum.dns.rfc3263 import SRV
 from reticulum.location import MemoryLocation
 from reticulum.sip import Request
 from reticulum.addresses import Flow
 from tests.test_dns import Zone, a
-from tests.test_proxy import CALLER, RecordingTransports, _Accounts, answer, request
+from tests.proxy.test_proxy import CALLER, RecordingTransports, _Accounts, answer, request
 
 ZONE = {
     ("b.test", "NAPTR"): Answer((), 300),
@@ -40,11 +40,12 @@ def make_core(tmp_path, zone, auth=False, **config):
     }
     data.update(config)
     clock = Clock()
-    core = Core(config_from_dict(data, base_dir=str(tmp_path)), clock, RecordingTransports(),
-                location=MemoryLocation(), accounts=_Accounts(), lookup=zone)
+    net = RecordingTransports()
+    core = build_core(config_from_dict(data, base_dir=str(tmp_path)), clock, net,
+                      location=MemoryLocation(), accounts=_Accounts(), lookup=zone)
     core.resolver.rng = random.Random(1)
     core.start()
-    return core, clock, core.transports
+    return core, clock, net
 
 
 def sent_to(sent, host):
@@ -192,7 +193,7 @@ def test_public_name_in_via_and_record_route(tmp_path):
 
 def test_a_contact_named_by_an_unknown_host_is_reached_over_its_registration_flow(tmp_path):
     from reticulum.location import Binding
-    from tests.test_proxy import CALLEE
+    from tests.proxy.test_proxy import CALLEE
 
     zone = Zone(ZONE, hold=True)
     core, clock, net = make_core(tmp_path, zone)

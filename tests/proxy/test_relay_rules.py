@@ -8,14 +8,14 @@ from twisted.internet.task import Clock
 from reticulum import events
 from reticulum.accounts import AccountStore
 from reticulum.config import config_from_dict
-from reticulum.core import Core
+from reticulum.service import build_core
 from reticulum.location import Binding, MemoryLocation
 from reticulum.registrar import Registrar
 from reticulum.sip import Request, parse
 from reticulum.addresses import Flow
-from tests.test_proxy import (CALLEE, CALLER, PROXY, RecordingTransports, answer, request,
+from tests.proxy.test_proxy import (CALLEE, CALLER, PROXY, RecordingTransports, answer, request,
                               statuses, to_flow)
-from tests.test_proxy_auth import credentials
+from tests.proxy.test_proxy_auth import credentials
 
 DOMAIN = "reticulum.local"
 FOREIGN = ("192.0.2.9", 5060)
@@ -33,8 +33,8 @@ def make_core(tmp_path, **config):
     clock.advance(1_800_000_000)
     net = RecordingTransports()
     accounts = AccountStore(str(tmp_path / "reticulum.sqlite3"), realms=[DOMAIN], watch=False)
-    core = Core(config_from_dict(data, base_dir=str(tmp_path)), clock, net,
-                location=MemoryLocation(), accounts=accounts)
+    core = build_core(config_from_dict(data, base_dir=str(tmp_path)), clock, net,
+                      location=MemoryLocation(), accounts=accounts)
     core.start()
     return core, clock, net
 

@@ -6,7 +6,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from reticulum.config import config_from_dict
-from reticulum.core import Core
+from reticulum.service import build_core
 from reticulum.location import Binding, MemoryLocation
 from reticulum.sip import Request, parse
 from reticulum.addresses import Flow, ListeningPoint
@@ -75,7 +75,7 @@ def make_core(tmp_path, **timers):
     config = config_from_dict(data, base_dir=str(tmp_path))
     clock = Clock()
     transports = RecordingTransports()
-    core = Core(config, clock, transports, location=MemoryLocation(), accounts=_Accounts())
+    core = build_core(config, clock, transports, location=MemoryLocation(), accounts=_Accounts())
     core.start()
     return core, clock, transports
 
