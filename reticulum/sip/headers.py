@@ -293,7 +293,10 @@ class Headers:
         return "Headers(%r)" % (self.items(),)
 
     def copy(self) -> "Headers":
-        return Headers.from_entries(list(self._h))
+        new = Headers.__new__(Headers)
+        new._h = list(self._h)
+        new.typed = {}
+        return new
 
     # -- changing ------------------------------------------------------------------------------
 

@@ -325,6 +325,7 @@ class Message:
 
     def _copy_into(self, new: _M) -> _M:
         new.headers = self.headers.copy()
+        new.body = self.body
         attached = self.__dict__  # attributes others attached
         if attached:
             new.__dict__.update(attached)
@@ -498,8 +499,10 @@ class Request(Message):
 
     def copy(self) -> "Request":
         """A copy sharing the (immutable) header values; the URI is copied."""
-        return self._copy_into(Request._make(self.method, self.uri.copy(), self.headers,
-                                             self.body))
+        new = Request.__new__(Request)
+        new.method = self.method
+        new.uri = self.uri.copy()
+        return self._copy_into(new)
 
     def __repr__(self) -> str:
         return "<Request %s %s>" % (self.method, self.uri)
@@ -532,8 +535,10 @@ class Response(Message):
         return new
 
     def copy(self) -> "Response":
-        return self._copy_into(Response._make(self.status, self.reason, self.headers,
-                                              self.body))
+        new = Response.__new__(Response)
+        new.status = self.status
+        new.reason = self.reason
+        return self._copy_into(new)
 
     def __repr__(self) -> str:
         return "<Response %d %s>" % (self.status, self.reason)
@@ -749,21 +754,15 @@ def make_response(request: Request, status: int, reason: Optional[str] = None,
     ``;tag=to_tag`` added when given and To has no tag), Call-ID and CSeq are copied; a 100
     also copies Timestamp. Works on a partial request (from ParseError.partial) too."""
     status = int(status)
-    copied = _COPIED_100 if status == 100 else _COPIED
-    out: List[Entry] = []
-    firsts: Dict[str, Entry] = {}
-    for entry in request.headers.entries():
-        key = entry[0]
-        if key == "via":
-            out.append(entry)
-        elif key in copied and key not in firsts:
-            firsts[key] = entry
-    for key in copied:
-        found = firsts.get(key)
-        if found is not None:
-            if key == "to" and to_tag and not _has_tag(request, found[2]):
-                found = (found[0], found[1], found[2] + ";tag=" + to_tag)
-            out.append(found)
+    src = request.headers.entries()
+    out = [entry for entry in src if entry[0] == "via"]
+    for key in _COPIED_100 if status == 100 else _COPIED:
+        for entry in src:
+            if entry[0] == key:
+                if key == "to" and to_tag and not _has_tag(request, entry[2]):
+                    entry = (entry[0], entry[1], entry[2] + ";tag=" + to_tag)
+                out.append(entry)
+                break
     return Response._make(status, reason_phrase(status) if reason is None else reason,
                           Headers.from_entries(out), b"")
 
