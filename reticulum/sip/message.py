@@ -644,12 +644,12 @@ def _head_lines(data: bytes) -> _Head:
         return _head_lines_general(data)
     text = data[:end].decode("utf-8", "surrogateescape")
     lines = text.split("\r\n")
-    count = len(lines) - 1
-    if text.count("\n") != count or text.count("\r") != count:
+    joined = "".join(lines)  # a bare CR or LF is left in a line (one memchr: count() is slow)
+    if "\n" in joined or "\r" in joined:
         return _head_lines_general(data)
     first = lines[0]
     del lines[0]
-    if count and ("\n " in text or "\n\t" in text):
+    if lines and ("\n " in text or "\n\t" in text):
         lines = _unfold(lines)
     return first, lines, end + 4, False
 
