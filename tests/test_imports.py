@@ -361,3 +361,21 @@ def test_a_name_used_outside_its_one_function_is_found():
             return socket.socket
         """))
     assert names_outside(tree, "socket", "advertised_host") == [6]
+
+
+def room_graph(imports: Sequence[Import]) -> Dict[str, Set[str]]:
+    """Which room imports which: a module's room is its first name under reticulum/."""
+    def room(module: str) -> str:
+        parts = module.split(".")
+        return parts[1] if len(parts) > 1 else parts[0]
+
+    edges: Dict[str, Set[str]] = {}
+    for imp in imports:
+        if imp.target.startswith("reticulum.") and room(imp.importer) != room(imp.target):
+            edges.setdefault(room(imp.importer), set()).add(room(imp.target))
+    return edges
+
+
+if __name__ == "__main__":  # python tests/test_imports.py: the arrows, as docs/architecture.md draws them
+    for importer, targets in sorted(room_graph(all_imports()).items()):
+        print("%-12s -> %s" % (importer, ", ".join(sorted(targets))))
