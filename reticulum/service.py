@@ -131,8 +131,10 @@ def build_core(config: Any, clock: Any, transports: Any, location: Any = None,
     outbox = Outbox(transports, log_messages=messages not in ("off", False),
                     log_full=messages == "full")
     timers = config.timers
+    transaction_log = Logger(namespace="reticulum.transaction")
     transactions = TransactionLayer(clock, Timers(t1=timers.t1, t2=timers.t2, t4=timers.t4),
-                                    outbox.send)
+                                    outbox.send,
+                                    log=lambda text: transaction_log.warn("{text}", text=text))
     dialogs = DialogTracker(clock, session_lifetime=config.dialog.session_lifetime)
     resolver = make_resolver(config, clock, transports.listening,
                              lookup if lookup is not None else NoLookup())
