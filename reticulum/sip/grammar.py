@@ -6,6 +6,7 @@ undecodable bytes kept as surrogate escapes so that they serialize back unchange
 from __future__ import annotations
 
 import re
+from typing import Dict, Optional, Tuple
 
 from .errors import ParseError
 
@@ -42,6 +43,14 @@ def is_token(text: str) -> bool:
 
 def is_digits(text: str) -> bool:
     return bool(text) and DIGITS.issuperset(text)
+
+
+def skip(text: str, start: int, chars) -> int:
+    """The index of the first character at or after ``start`` that is not in ``chars``."""
+    n = len(text)
+    while start < n and text[start] in chars:
+        start += 1
+    return start
 
 
 def small_int(text: str, limit: int):
@@ -211,76 +220,77 @@ def split_list(value: str, reason: str) -> list:
     return parts
 
 
-def parse_generic_params(text: str, reason: str) -> dict:
+def parse_generic_params(text: str, reason: str) -> Dict[str, Optional[str]]:
     """``*( SEMI generic-param )`` as found after a header value's main part.
 
     ``text`` is empty or starts (after optional whitespace) with ';'. Names are lower-cased;
     values are kept as sent (a quoted-string keeps its quotes); a flag parameter maps to None.
     The first of duplicated names wins."""
-    params: dict = {}
     if not text:
-        return params
+        return {}
     if '"' not in text:
-        parts = text.split(";")
-        if parts[0].strip(WS):
+        return _plain_generic_params(text, reason)
+    return _quoted_generic_params(text, reason)
+
+
+def _plain_generic_params(text: str, reason: str) -> Dict[str, Optional[str]]:
+    # no quoted strings: every ';' separates two parameters
+    params: Dict[str, Optional[str]] = {}
+    parts = text.split(";")
+    if parts[0].strip(WS):
+        raise ParseError(reason)
+    del parts[0]
+    for part in parts:
+        name, eq, value = part.partition("=")
+        name = name.strip(WS)
+        if not name or not TOKEN_CHARS.issuperset(name):
             raise ParseError(reason)
-        for part in parts[1:]:
-            name, eq, val = part.partition("=")
-            name = name.strip(WS)
-            if not name or not TOKEN_CHARS.issuperset(name):
+        if eq:
+            value = value.strip(WS)
+            if not value or not GEN_VALUE_CHARS.issuperset(value):
                 raise ParseError(reason)
-            if eq:
-                val = val.strip(WS)
-                if not val or not GEN_VALUE_CHARS.issuperset(val):
-                    raise ParseError(reason)
-            else:
-                val = None
-            name = name.lower()
-            if name not in params:
-                params[name] = val
-        return params
-    # Slow path: values may be quoted strings holding ';' or '='.
-    i = 0
+        params.setdefault(name.lower(), value if eq else None)
+    return params
+
+
+def _quoted_generic_params(text: str, reason: str) -> Dict[str, Optional[str]]:
+    # values may be quoted strings holding ';' or '='
+    params: Dict[str, Optional[str]] = {}
     n = len(text)
-    while i < n and text[i] in WS:
-        i += 1
+    i = skip(text, 0, WS)
     while i < n:
         if text[i] != ";":
             raise ParseError(reason)
-        i += 1
-        j = i
+        j = i + 1
         while j < n and text[j] not in ";=":
             j += 1
-        name = text[i:j].strip(WS)
+        name = text[i + 1:j].strip(WS)
         if not name or not TOKEN_CHARS.issuperset(name):
             raise ParseError(reason)
-        val = None
+        value = None
         i = j
         if i < n and text[i] == "=":
-            i += 1
-            while i < n and text[i] in WS:
-                i += 1
-            if i < n and text[i] == '"':
-                try:
-                    end, _ = scan_quoted(text, i)
-                except ParseError:
-                    raise ParseError(reason) from None
-                val = text[i:end]
-                i = end
-                while i < n and text[i] in WS:
-                    i += 1
-            else:
-                j = i
-                while j < n and text[j] != ";":
-                    j += 1
-                val = text[i:j].strip(WS)
-                if not val or not GEN_VALUE_CHARS.issuperset(val):
-                    raise ParseError(reason)
-                i = j
-        name = name.lower()
-        if name not in params:
-            params[name] = val
+            i, value = _generic_value(text, i + 1, reason)
+        params.setdefault(name.lower(), value)
     return params
+
+
+def _generic_value(text: str, i: int, reason: str) -> Tuple[int, str]:
+    """(index after the value and the whitespace after it, the value as sent) at text[i]."""
+    i = skip(text, i, WS)
+    if i < len(text) and text[i] == '"':
+        try:
+            end, _ = scan_quoted(text, i)
+        except ParseError:
+            raise ParseError(reason) from None
+        return skip(text, end, WS), text[i:end]
+    end = text.find(";", i)
+    if end < 0:
+        end = len(text)
+    value = text[i:end].strip(WS)
+    if not value or not GEN_VALUE_CHARS.issuperset(value):
+        raise ParseError(reason)
+    return end, value
 
 
 def format_params(params: dict) -> str:

@@ -1,7 +1,12 @@
 """Header names (canonical spellings, compact forms, list headers) and the header container."""
 from __future__ import annotations
 
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
 from .grammar import TOKEN_CHARS, WS, split_commas
+
+#: one header line: (lower-case long name, display name, raw value)
+Entry = Tuple[str, str, str]
 
 # Canonical spellings of the headers this project knows (RFC 3261 and its extensions).
 _KNOWN = (
@@ -64,7 +69,7 @@ for _short, _long in COMPACT_FORMS.items():
 _SEEN: dict = {}  # other spellings met on the wire (bounded)
 
 
-def name_info(name: str):
+def name_info(name: str) -> Optional[Tuple[str, str]]:
     """(key, display name) for a header name as written, or None if it is not a token.
 
     Known headers (and their compact forms) get their canonical display name; others keep
@@ -75,6 +80,15 @@ def name_info(name: str):
     info = _SEEN.get(name)
     if info is not None:
         return info
+    info = _name_info_of(name)
+    if info is not None and len(_SEEN) < 2048:
+        _SEEN[name] = info
+    return info
+
+
+def _name_info_of(name: str) -> Optional[Tuple[str, str]]:
+    """name_info by the rules, without the tables of spellings already seen (which only
+    remember its answers; tests check that they agree)."""
     stripped = name.strip(WS)
     lower = stripped.lower()
     info = _LOWER.get(lower)
@@ -82,9 +96,10 @@ def name_info(name: str):
         if not stripped or not TOKEN_CHARS.issuperset(stripped):
             return None
         info = (lower, stripped)
-    if len(_SEEN) < 2048:
-        _SEEN[name] = info
     return info
+
+
+_CONTENT_LENGTH = _LOWER["content-length"]
 
 
 def canonical_name(name: str) -> str:
@@ -123,15 +138,19 @@ class Headers:
 
     Each line is a (key, display name, raw value) triple; the key is the lower-case long name,
     so lookups are case-insensitive and compact forms are expanded. ``get_all`` splits list
-    headers (``LIST_HEADERS``) on top-level commas. Typed values parsed from a header are
-    cached here and dropped whenever a line of that header changes.
+    headers (``LIST_HEADERS``) on top-level commas.
+
+    ``typed`` keeps the typed values parsed from the lines (a Via list, an Address, a CSeq),
+    by header key: whoever parses them (Message's properties) stores them there, and Headers
+    drops a key's value whenever a line of that header changes, so a kept value always
+    matches the lines.
     """
 
-    __slots__ = ("_h", "_cache")
+    __slots__ = ("_h", "typed")
 
-    def __init__(self, items=None):
-        self._h = []
-        self._cache = {}
+    def __init__(self, items: Any = None) -> None:
+        self._h: List[Entry] = []
+        self.typed: Dict[str, Any] = {}
         if items is None:
             return
         if isinstance(items, Headers):
@@ -148,7 +167,58 @@ class Headers:
             else:
                 h.append((key, display, _check_value(value)))
 
+    @staticmethod
+    def from_entries(entries: List[Entry]) -> "Headers":
+        """Headers over (key, display name, value) triples that are already checked (built
+        by the parser, or picked from ``entries()`` of other Headers). The list is taken, not
+        copied: pass a new one."""
+        new = Headers.__new__(Headers)
+        new._h = entries
+        new.typed = {}
+        return new
+
+    @staticmethod
+    def from_lines(lines: List[str]) -> Tuple["Headers", List[str], bool]:
+        """The Headers of a message's unfolded header lines; also the values of its
+        Content-Length lines (for framing), and whether a line was not ``name: value`` with
+        a token name (such a line is left out)."""
+        entries: List[Entry] = []
+        append = entries.append
+        lengths = []
+        bad = False
+        get_info = _INFO.get
+        for line in lines:
+            name, colon, value = line.partition(":")
+            info = get_info(name) if colon else None
+            if info is None:
+                info = name_info(name) if colon else None
+                if info is None:
+                    bad = True
+                    continue
+            value = value.strip(WS)
+            if info is _CONTENT_LENGTH:
+                lengths.append(value)
+            append((info[0], info[1], value))
+        new = Headers.__new__(Headers)
+        new._h = entries
+        new.typed = {}
+        return new, lengths, bad
+
     # -- reading -------------------------------------------------------------------------------
+
+    def entries(self) -> Sequence[Entry]:
+        """(key, display name, raw value) of every line, in order; the key is the lower-case
+        long name (``header_key``), for callers that look at every line once. A read-only
+        view: change the lines with set/add/remove."""
+        return self._h
+
+    def first(self, key: str) -> Optional[str]:
+        """The raw value of the first line whose key (``header_key``) is ``key``, or None:
+        ``get`` without the name lookup, for callers that hold the key already."""
+        for k, _, v in self._h:
+            if k == key:
+                return v
+        return None
 
     def get(self, name: str, default=None):
         """The raw value of the first line of that name (the whole line), or default."""
@@ -164,7 +234,7 @@ class Headers:
         per line."""
         key = header_key(name)
         if key in LIST_HEADERS:
-            out = []
+            out: List[str] = []
             for k, _, v in self._h:
                 if k == key:
                     if "," in v:
@@ -217,7 +287,7 @@ class Headers:
             return NotImplemented
         return [(k, v) for k, _, v in self._h] == [(k, v) for k, _, v in other._h]
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
 
     def __repr__(self) -> str:
         return "Headers(%r)" % (self.items(),)
@@ -225,7 +295,7 @@ class Headers:
     def copy(self) -> "Headers":
         new = Headers.__new__(Headers)
         new._h = list(self._h)
-        new._cache = {}
+        new.typed = {}
         return new
 
     # -- changing ------------------------------------------------------------------------------
@@ -234,7 +304,7 @@ class Headers:
         """Replace every line of that name by one line (at the place of the first)."""
         key, display = _check_name(name)
         value = _check_value(value)
-        self._cache.pop(key, None)
+        self.typed.pop(key, None)
         h = self._h
         out = []
         placed = False
@@ -254,7 +324,7 @@ class Headers:
         first=True above the first line of that name (or at the very top)."""
         key, display = _check_name(name)
         value = _check_value(value)
-        self._cache.pop(key, None)
+        self.typed.pop(key, None)
         h = self._h
         entry = (key, display, value)
         if first:
@@ -273,7 +343,7 @@ class Headers:
     def remove(self, name: str) -> None:
         """Remove every line of that name."""
         key = header_key(name)
-        self._cache.pop(key, None)
+        self.typed.pop(key, None)
         self._h = [e for e in self._h if e[0] != key]
 
     def remove_first(self, name: str) -> None:
@@ -287,7 +357,7 @@ class Headers:
             if k != key:
                 i += 1
                 continue
-            self._cache.pop(key, None)
+            self.typed.pop(key, None)
             if key in LIST_HEADERS:
                 parts = [p for p in split_commas(v) if p] if "," in v else [v] if v else []
                 if not parts:  # an empty line holds no value: drop it and look further

@@ -2,18 +2,24 @@
 from __future__ import annotations
 
 import re
+from functools import partial
+from typing import AbstractSet, Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple, TypeVar
 
 from .errors import ParseError
-from .grammar import FAST_VIA, TOKEN_CHARS, WS, WORD_CHARS, small_int, split_commas, split_list
-from .headers import Headers, _INFO, _LOWER, name_info
+from .grammar import TOKEN_CHARS, WS, WORD_CHARS, small_int, split_commas, split_list
+from .headers import Entry, Headers
 from .uri import URI, parse_uri
 from .values import (
     MAX_EXPIRES,
+    Address,
+    CSeq,
+    Via,
     _parse_address,
     address_ok,
     parse_cseq,
     parse_date,
     parse_via,
+    via_ok,
 )
 
 # -- reason phrases ------------------------------------------------------------------------
@@ -61,9 +67,7 @@ MAX_MAX_FORWARDS = 255
 _SINGLE = ("from", "to", "call-id", "cseq", "max-forwards", "content-length", "expires", "date")
 _SINGLE_SET = frozenset(_SINGLE)
 _REQUIRED = (("to", "To"), ("from", "From"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
-_OPTIONAL = (("max-forwards", "Max-Forwards"), ("content-length", "Content-Length"),
-             ("expires", "Expires"), ("date", "Date"))
-_CL_INFO = _LOWER["content-length"]
+_M = TypeVar("_M", bound="Message")
 
 
 class Message:
@@ -122,46 +126,40 @@ class Message:
     def forget_parsed(self) -> None:
         """Drop the typed values parsed so far (they are parsed again when asked for): for
         messages kept a long time, such as a transaction's last response."""
-        self.headers._cache.clear()
-
-    def _first(self, key: str):
-        for k, _, v in self.headers._h:
-            if k == key:
-                return v
-        return None
+        self.headers.typed.clear()
 
     # -- typed values --------------------------------------------------------------------------
 
     def _address_list(self, key: str, reason: str) -> list:
-        cache = self.headers._cache
-        found = cache.get(key)
+        headers = self.headers
+        found = headers.typed.get(key)
         if found is None:
             found = []
-            for k, _, v in self.headers._h:
+            for k, _, v in headers.entries():
                 if k == key:
                     for part in split_list(v, reason):
                         found.append(_parse_address(part, reason))
-            cache[key] = found
+            headers.typed[key] = found
         return list(found)
 
-    def _address(self, key: str, reason: str):
-        cache = self.headers._cache
-        found = cache.get(key)
+    def _address(self, key: str, reason: str) -> Optional[Address]:
+        headers = self.headers
+        found = headers.typed.get(key)
         if found is None:
-            value = self._first(key)
+            value = headers.first(key)
             if value is None:
                 return None
-            found = cache[key] = _parse_address(value, reason)
+            found = headers.typed[key] = _parse_address(value, reason)
         return found
 
     @property
-    def vias(self) -> list:
-        cache = self.headers._cache
-        found = cache.get("via")
+    def vias(self) -> List[Via]:
+        headers = self.headers
+        found = headers.typed.get("via")
         if found is None or type(found) is _TopVia:
             top = found[0] if found else None
             found = []
-            for k, _, v in self.headers._h:
+            for k, _, v in headers.entries():
                 if k == "via":
                     if "," in v:
                         for part in split_list(v, "Bad Via"):
@@ -172,78 +170,60 @@ class Message:
                         found.append(parse_via(v))
             if top is not None:
                 found[0] = top  # the same object `via` gave
-            cache["via"] = found
+            headers.typed["via"] = found
         return list(found)
 
     @property
-    def via(self):
+    def via(self) -> Optional[Via]:
         """The top Via, or None."""
-        cache = self.headers._cache
-        found = cache.get("via")
+        found = self.headers.typed.get("via")
         if found is None:
-            self.vias
-            found = cache["via"]
+            found = self.vias
         return found[0] if found else None
 
     @property
-    def call_id(self):
-        return self._first("call-id")
+    def call_id(self) -> Optional[str]:
+        return self.headers.first("call-id")
 
     @property
-    def cseq(self):
-        cache = self.headers._cache
-        found = cache.get("cseq")
+    def cseq(self) -> Optional[CSeq]:
+        headers = self.headers
+        found = headers.typed.get("cseq")
         if found is None:
-            value = self._first("cseq")
+            value = headers.first("cseq")
             if value is None:
                 return None
-            found = cache["cseq"] = parse_cseq(value)
+            found = headers.typed["cseq"] = parse_cseq(value)
         return found
 
     @property
-    def from_(self):
+    def from_(self) -> Optional[Address]:
         return self._address("from", "Bad From")
 
     @property
-    def to(self):
+    def to(self) -> Optional[Address]:
         return self._address("to", "Bad To")
 
     @property
-    def contacts(self) -> list:
+    def contacts(self) -> List[Address]:
         """Every Contact value; ``Contact: *`` gives [Address with star=True]."""
         return self._address_list("contact", "Bad Contact")
 
     @property
-    def routes(self) -> list:
+    def routes(self) -> List[Address]:
         return self._address_list("route", "Bad Route")
 
     @property
-    def record_routes(self) -> list:
+    def record_routes(self) -> List[Address]:
         return self._address_list("record-route", "Bad Record-Route")
 
     @property
-    def max_forwards(self):
-        value = self._first("max-forwards")
-        if value is None:
-            return None
-        number = small_int(value, MAX_MAX_FORWARDS)
-        if number is None:
-            raise ParseError("Bad Max-Forwards")
-        if number < 0:
-            raise ParseError("Max-Forwards out of range")
-        return number
+    def max_forwards(self) -> Optional[int]:
+        return _bounded(MAX_MAX_FORWARDS, "Max-Forwards", self.headers.first("max-forwards"))
 
     @property
-    def expires(self):
-        value = self._first("expires")
-        if value is None:
-            return None
-        number = small_int(value, MAX_EXPIRES)
-        if number is None:
-            raise ParseError("Bad Expires")
-        if number < 0:
-            raise ParseError("Expires out of range")
-        return number
+    def expires(self) -> Optional[int]:
+        return _bounded(MAX_EXPIRES, "Expires", self.headers.first("expires"))
 
     # -- validation ----------------------------------------------------------------------------
 
@@ -253,84 +233,52 @@ class Message:
 
         From, To, CSeq and the top Via are parsed (and cached: every message needs them).
         The other Vias, Contact, Route and Record-Route are only checked, with the fast
-        patterns where they fit; their typed values are parsed when first asked for."""
-        firsts = {}
-        multiple = None
-        vias = []
-        addresses = None
-        for k, _, v in self.headers._h:
-            if k in _SINGLE_SET:
-                if k in firsts:
-                    if multiple is None:
-                        multiple = set()
-                    multiple.add(k)
-                else:
-                    firsts[k] = v
-            elif k == "via":
-                vias.append(v)
-            elif k in _ADDRESS_LISTS:
-                if addresses is None:
-                    addresses = []
-                addresses.append((k, v))
-        is_request = isinstance(self, Request)
-        if is_request:
-            uri = self.uri
-            if uri.scheme in ("sip", "sips") and (uri.headers is not None or not uri.host):
-                raise ParseError("Bad Request-URI")
+        patterns where they fit; their typed values are parsed when first asked for.
+        The checks run in a fixed order, so a message with several faults always gets the
+        same reason: start line, required headers present once, Via, To, From, Call-ID,
+        CSeq (and its method), then the optional single headers and the address lists."""
+        firsts, multiple, vias, addresses = _sort_lines(self.headers)
+        request = self if isinstance(self, Request) else None
+        if request is not None:
+            request._check_uri()
+        cseq = self._check_required(firsts, multiple, vias)
+        if request is not None and cseq.method != request.method:
+            raise ParseError("CSeq method mismatch")
+        if len(firsts) > len(_REQUIRED):
+            _check_optional(firsts, multiple)
+        if addresses:
+            unsure = _unsure_addresses(addresses, self.headers.typed)
+            if unsure:
+                for key, check_list in _ADDRESS_CHECKS:
+                    if key in unsure:
+                        check_list(self)
+
+    def _check_required(self, firsts: Dict[str, str], multiple: AbstractSet[str],
+                        vias: List[str]) -> CSeq:
+        """validate()'s required headers: To, From, Call-ID and CSeq there once; the top Via,
+        To, From and CSeq parsed and kept, the other Vias and Call-ID checked."""
         for key, name in _REQUIRED:
             if key not in firsts:
                 raise ParseError("Missing " + name)
-            if multiple is not None and key in multiple:
+            if key in multiple:
                 raise ParseError("Multiple " + name)
-        cache = self.headers._cache
-        if "via" not in cache:
+        typed = self.headers.typed
+        if "via" not in typed:
             self._check_vias(vias)
-        elif not cache["via"]:
+        elif not typed["via"]:
             raise ParseError("Missing Via")
-        if "to" not in cache:
-            cache["to"] = _parse_address(firsts["to"], "Bad To")
-        if "from" not in cache:
-            cache["from"] = _parse_address(firsts["from"], "Bad From")
+        if "to" not in typed:
+            typed["to"] = _parse_address(firsts["to"], "Bad To")
+        if "from" not in typed:
+            typed["from"] = _parse_address(firsts["from"], "Bad From")
         if not _valid_call_id(firsts["call-id"]):
             raise ParseError("Bad Call-ID")
-        cseq = cache.get("cseq")
+        cseq = typed.get("cseq")
         if cseq is None:
-            cseq = cache["cseq"] = parse_cseq(firsts["cseq"])
-        if is_request and cseq.method != self.method:
-            raise ParseError("CSeq method mismatch")
-        if len(firsts) > 4:
-            for key, name in _OPTIONAL:
-                value = firsts.get(key)
-                if value is None:
-                    continue
-                if multiple is not None and key in multiple:
-                    raise ParseError("Multiple " + name)
-                if key == "max-forwards":
-                    self.max_forwards
-                elif key == "content-length":
-                    if small_int(value, _MAX_CONTENT_LENGTH) is None:
-                        raise ParseError("Bad Content-Length")
-                elif key == "expires":
-                    self.expires
-                else:
-                    parse_date(value)
-        if addresses is not None:
-            unsure = _unsure_addresses(addresses, cache)
-            if unsure:
-                if "contact" in unsure:
-                    contacts = self.contacts
-                    if len(contacts) > 1:
-                        for contact in contacts:
-                            if contact.star:
-                                raise ParseError("Bad Contact")
-                    elif contacts and contacts[0].star and contacts[0].params:
-                        raise ParseError("Bad Contact")
-                if "route" in unsure:
-                    self.routes
-                if "record-route" in unsure:
-                    self.record_routes
+            cseq = typed["cseq"] = parse_cseq(firsts["cseq"])
+        return cseq
 
-    def _check_vias(self, lines: list) -> None:
+    def _check_vias(self, lines: List[str]) -> None:
         """validate()'s Via part: the top one parsed and cached, the others checked (as
         `vias` would, in order: the first broken one raises)."""
         top = None
@@ -340,15 +288,15 @@ class Message:
             elif not v:
                 raise ParseError("Bad Via")
             else:
-                parts = (v,)
+                parts = [v]
             for part in parts:
                 if top is None:
                     top = parse_via(part)
-                elif FAST_VIA.fullmatch(part) is None:
+                elif not via_ok(part):
                     parse_via(part)
         if top is None:
             raise ParseError("Missing Via")
-        self.headers._cache["via"] = _TopVia((top,))
+        self.headers.typed["via"] = _TopVia((top,))
 
     # -- serialization -------------------------------------------------------------------------
 
@@ -361,7 +309,7 @@ class Message:
         lines = [self._start_line()]
         append = lines.append
         have_length = False
-        for k, d, v in self.headers._h:
+        for k, d, v in self.headers.entries():
             if k == "content-length":
                 if not have_length:
                     append("Content-Length: %d" % len(body))
@@ -375,7 +323,7 @@ class Message:
 
     __bytes__ = to_bytes
 
-    def _copy_into(self, new):
+    def _copy_into(self, new: _M) -> _M:
         new.headers = self.headers.copy()
         new.body = self.body
         attached = self.__dict__  # attributes others attached
@@ -401,15 +349,95 @@ class _TopVia(list):
     __slots__ = ()
 
 
-_ADDRESS_LISTS = frozenset(("contact", "route", "record-route"))
+# -- validation steps ------------------------------------------------------------------------
+
+_NOTHING: FrozenSet[str] = frozenset()
 
 
-def _unsure_addresses(addresses: list, cache: dict) -> set:
+def _sort_lines(headers: Headers) -> Tuple[Dict[str, str], AbstractSet[str], List[str],
+                                           List[Tuple[str, str]]]:
+    """validate()'s one pass over the lines: the first value of each single header, the
+    single headers that came more than once, the Via lines, the address-list lines."""
+    firsts: Dict[str, str] = {}
+    multiple: AbstractSet[str] = _NOTHING
+    vias = []
+    addresses = []
+    for k, _, v in headers.entries():
+        if k in _SINGLE_SET:
+            if k in firsts:
+                multiple = multiple | {k}
+            else:
+                firsts[k] = v
+        elif k == "via":
+            vias.append(v)
+        elif k in _ADDRESS_LISTS:
+            addresses.append((k, v))
+    return firsts, multiple, vias, addresses
+
+
+def _bounded(limit: int, name: str, value: Optional[str]) -> Optional[int]:
+    """The number a Max-Forwards or Expires value holds (None when absent)."""
+    if value is None:
+        return None
+    number = small_int(value, limit)
+    if number is None:
+        raise ParseError("Bad " + name)
+    if number < 0:
+        raise ParseError(name + " out of range")
+    return number
+
+
+def _check_content_length(value: str) -> None:
+    if small_int(value, _MAX_CONTENT_LENGTH) is None:
+        raise ParseError("Bad Content-Length")
+
+
+# validate()'s checks of the optional single headers, in the order they run: (key, name for
+# "Multiple ...", check of the first value)
+_OPTIONAL_CHECKS: Tuple[Tuple[str, str, Callable[[str], object]], ...] = (
+    ("max-forwards", "Max-Forwards", partial(_bounded, MAX_MAX_FORWARDS, "Max-Forwards")),
+    ("content-length", "Content-Length", _check_content_length),
+    ("expires", "Expires", partial(_bounded, MAX_EXPIRES, "Expires")),
+    ("date", "Date", parse_date),
+)
+
+
+def _check_optional(firsts: Dict[str, str], multiple: AbstractSet[str]) -> None:
+    """validate()'s optional single headers: there at most once, and well formed."""
+    for key, name, check in _OPTIONAL_CHECKS:
+        value = firsts.get(key)
+        if value is not None:
+            if key in multiple:
+                raise ParseError("Multiple " + name)
+            check(value)
+
+
+def _check_contacts(msg: "Message") -> None:
+    # "*" only alone and without parameters (§10.2.2)
+    contacts = msg.contacts
+    if len(contacts) > 1:
+        for contact in contacts:
+            if contact.star:
+                raise ParseError("Bad Contact")
+    elif contacts and contacts[0].star and contacts[0].params:
+        raise ParseError("Bad Contact")
+
+
+# validate()'s full checks of the address lists the fast patterns do not vouch for, in order
+_ADDRESS_CHECKS: Tuple[Tuple[str, Callable[["Message"], object]], ...] = (
+    ("contact", _check_contacts),
+    ("route", lambda msg: msg.routes),
+    ("record-route", lambda msg: msg.record_routes),
+)
+_ADDRESS_LISTS = frozenset(key for key, _ in _ADDRESS_CHECKS)
+
+
+def _unsure_addresses(addresses: List[Tuple[str, str]], typed: Dict[str, Any]) -> Set[str]:
     """The keys (of Contact, Route, Record-Route) with a value the fast patterns do not
     vouch for; the full parser must look at those (and may raise)."""
-    unsure = set()
+    unsure: Set[str] = set()
     for key, v in addresses:
-        if not v or key in unsure or key in cache:
+        if not v or key in unsure or key in typed:
             continue
         if "," in v:
             if '"' in v or "<" not in v:
@@ -426,7 +454,7 @@ def _unsure_addresses(addresses: list, cache: dict) -> set:
 
 def _comparable(headers: Headers) -> list:
     # Content-Length is derived from the body when serializing: leave it out of comparisons.
-    return [(k, v) for k, _, v in headers._h if k != "content-length"]
+    return [(k, v) for k, _, v in headers.entries() if k != "content-length"]
 
 
 def _valid_call_id(value) -> bool:
@@ -450,8 +478,24 @@ class Request(Message):
         self.method = method
         self.uri = parse_uri(uri) if isinstance(uri, str) else uri
 
+    @staticmethod
+    def _make(method: str, uri: URI, headers: Headers, body: bytes) -> "Request":
+        """A request from parts already checked (the parser's, a copy's), as they are."""
+        new = Request.__new__(Request)
+        new.method = method
+        new.uri = uri
+        new.headers = headers
+        new.body = body
+        return new
+
     def _start_line(self) -> str:
         return "%s %s SIP/2.0" % (self.method, self.uri)
+
+    def _check_uri(self) -> None:
+        """validate()'s check of the Request-URI: a sip/sips one has a host, no headers."""
+        uri = self.uri
+        if uri.scheme in ("sip", "sips") and (uri.headers is not None or not uri.host):
+            raise ParseError("Bad Request-URI")
 
     def copy(self) -> "Request":
         """A copy sharing the (immutable) header values; the URI is copied."""
@@ -480,6 +524,16 @@ class Response(Message):
             reason = reason.replace("\r", " ").replace("\n", " ")
         return "SIP/2.0 %d %s" % (self.status, reason)
 
+    @staticmethod
+    def _make(status: int, reason: str, headers: Headers, body: bytes) -> "Response":
+        """A response from parts already checked (the parser's, a copy's), as they are."""
+        new = Response.__new__(Response)
+        new.status = status
+        new.reason = reason
+        new.headers = headers
+        new.body = body
+        return new
+
     def copy(self) -> "Response":
         new = Response.__new__(Response)
         new.status = self.status
@@ -499,31 +553,30 @@ _MAX_CONTENT_LENGTH = 2 ** 31
 
 
 def _opaque_uri(text: str) -> URI:
-    uri = URI.__new__(URI)
-    uri.scheme = ""
-    uri.user = uri.password = uri.host = uri.port = uri.headers = None
-    uri.params = {}
-    uri.opaque = text
-    return uri
+    return URI("", opaque=text)
 
 
-def _request_line(line: str):
+def _malformed_request_line(line: str) -> Tuple[Optional[str], str]:
+    """(method or None, reason) for a request line that is not three words split by SP."""
+    words = line.split()
+    method = words[0] if words and TOKEN_CHARS.issuperset(words[0]) else None
+    parts = line.split(" ")
+    if len(parts) > 3 and all(parts) and "\t" not in line and _VERSION_RE.match(parts[-1]):
+        return method, "Bad Request-URI"
+    return method, "Bad Request-Line"
+
+
+def _request_line(line: str) -> Tuple[Optional[str], URI, Optional[str], int]:
     """(method or None, uri, error reason or None, status)."""
     parts = line.split(" ")
     if len(parts) != 3 or not parts[0] or not parts[1] or not parts[2] or "\t" in line:
-        words = line.split()
-        method = words[0] if words and TOKEN_CHARS.issuperset(words[0]) else None
-        if len(parts) > 3 and all(parts) and "\t" not in line and \
-                _VERSION_RE.match(parts[-1]):
-            reason = "Bad Request-URI"
-        else:
-            reason = "Bad Request-Line"
+        method, reason = _malformed_request_line(line)
         return method, _opaque_uri(line), reason, 400
     method, rtext, version = parts
     if not TOKEN_CHARS.issuperset(method):
         return None, _opaque_uri(rtext), "Bad Request-Line", 400
     try:
-        uri = parse_uri(rtext)
+        uri: Optional[URI] = parse_uri(rtext)
     except ParseError:
         uri = None
     if version != "SIP/2.0" and version.upper() != "SIP/2.0":
@@ -535,12 +588,28 @@ def _request_line(line: str):
     return method, uri, None, 400
 
 
-def _unfold(lines: list) -> list:
+def _status_line(line: str) -> Tuple[int, str]:
+    """(status, reason) of a status line; raises ParseError."""
+    parts = line.split(" ", 2)
+    if len(parts) < 2:
+        raise ParseError("Bad Status-Line")
+    code = parts[1]
+    if len(code) != 3 or not code.isdigit() or not code.isascii() or code[0] not in "123456":
+        raise ParseError("Bad status code")
+    version = parts[0]
+    if version != "SIP/2.0" and version.upper() != "SIP/2.0":
+        if _VERSION_RE.match(version):
+            raise ParseError("Version Not Supported", 505)
+        raise ParseError("Bad Status-Line")
+    return int(code), parts[2] if len(parts) == 3 else ""
+
+
+def _unfold(lines: List[str]) -> List[str]:
     """Join continuation lines (starting with SP or HTAB) to their header line; the line
     break and the leading whitespace become one space. A continuation with no header line
     before it is turned into a bad (empty) line."""
-    out: list = []
-    pieces = None
+    out: List[str] = []
+    pieces: Optional[List[str]] = None
     bad = False
     for line in lines:
         if line[:1] == " " or line[:1] == "\t":
@@ -559,160 +628,143 @@ def _unfold(lines: list) -> list:
     return out
 
 
-def parse(data: bytes, stream: bool = False):
+# (start line, header lines, where the body starts, whether a line holds a bare CR)
+_Head = Tuple[str, List[str], int, bool]
+
+
+def _head_lines(data: bytes) -> _Head:
+    """Split a message (leading CR/LF already dropped) into the lines of its head and the
+    start of its body.
+
+    The fast path takes the usual case: the head ends at the first CRLF CRLF and every line
+    in it ends with CRLF. Then the general grammar (``_head_lines_general``) gives the same
+    answer; for anything else (a bare LF or CR in the head, no CRLF CRLF) it is asked."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return _head_lines_general(data)
+    text = data[:end].decode("utf-8", "surrogateescape")
+    lines = text.split("\r\n")
+    joined = "".join(lines)  # a bare CR or LF is left in a line (one memchr: count() is slow)
+    if "\n" in joined or "\r" in joined:
+        return _head_lines_general(data)
+    first = lines[0]
+    del lines[0]
+    if lines and ("\n " in text or "\n\t" in text):
+        lines = _unfold(lines)
+    return first, lines, end + 4, False
+
+
+def _head_lines_general(data: bytes) -> _Head:
+    """_head_lines by the grammar: the head ends at the first empty line, lines end with
+    CRLF or a bare LF (a bare CR is kept and reported), folded lines are joined."""
+    match = _BLANK_RE.search(data)
+    if match is not None:
+        head = data[:match.start()]
+        bstart = match.end()
+    else:
+        head = data.rstrip(b"\r\n")
+        bstart = len(data)
+    if not head:
+        raise ParseError("Empty message")
+    text = head.decode("utf-8", "surrogateescape")
+    lines = _LINE_RE.split(text)
+    bad_line = any("\r" in line for line in lines)
+    first = lines[0]
+    del lines[0]
+    if lines and ("\n " in text or "\n\t" in text):
+        lines = _unfold(lines)
+    return first, lines, bstart, bad_line
+
+
+def _body(data: bytes, bstart: int, lengths: List[str],
+          stream: bool) -> Tuple[bytes, Optional[str]]:
+    """The body (cut to Content-Length) and what is wrong with the framing, if anything."""
+    if not lengths:
+        return data[bstart:], "Missing Content-Length" if stream else None
+    if len(lengths) > 1:
+        return data[bstart:], "Multiple Content-Length" if stream else None
+    available = len(data) - bstart
+    size = small_int(lengths[0], _MAX_CONTENT_LENGTH)
+    if size is None:
+        return b"", "Bad Content-Length"
+    if size < 0 or size > available:
+        return b"", "Incomplete body"
+    if size != available:
+        return data[bstart:bstart + size], None
+    return (data[bstart:] if bstart else data), None
+
+
+def parse(data: bytes, stream: bool = False) -> Message:
     """Parse one SIP message (see docs/architecture.md for the contract).
 
     UDP (stream=False): the body is what follows the blank line, cut to Content-Length
     (extra bytes are ignored; a Content-Length larger than what is there is an error; with
     no Content-Length the body is everything; with several, the body is everything and
     validate() refuses the message). stream=True: Content-Length is required and must be
-    single."""
+    single.
+
+    A broken status line raises at once; any other fault is reported as ParseError with the
+    request parsed as far as it goes (``partial``), the first fault in the order: request
+    line, header lines, line endings, framing."""
     if not isinstance(data, bytes):
-        if isinstance(data, str):
-            data = data.encode("utf-8", "surrogateescape")
-        else:
-            data = bytes(data)
+        data = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else bytes(data)
     if data[:1] in (b"\r", b"\n"):
         data = data.lstrip(b"\r\n")
-    end = data.find(b"\r\n\r\n")
-    if end >= 0:
-        head = data[:end]
-        bstart = end + 4
-    else:
-        match = _BLANK_RE.search(data)
-        if match is not None:
-            head = data[:match.start()]
-            bstart = match.end()
-        else:
-            head = data.rstrip(b"\r\n")
-            bstart = len(data)
-    if not head:
-        raise ParseError("Empty message")
-    text = head.decode("utf-8", "surrogateescape")
-    lines = text.split("\r\n")
-    count = len(lines) - 1
-    bad_line = False
-    if text.count("\n") != count or text.count("\r") != count:
-        lines = _LINE_RE.split(text)
-        for line in lines:
-            if "\r" in line:
-                bad_line = True
-    first = lines[0]
-    del lines[0]
-    if lines and ("\n " in text or "\n\t" in text):
-        lines = _unfold(lines)
-
-    # start line
-    error = None
-    status = 400
+    first, lines, bstart, bad_line = _head_lines(data)
     if first[:4].upper() == "SIP/":
-        is_request = False
-        parts = first.split(" ", 2)
-        if len(parts) < 2:
-            raise ParseError("Bad Status-Line")
-        code = parts[1]
-        if len(code) != 3 or not code.isdigit() or not code.isascii() or code[0] not in "123456":
-            raise ParseError("Bad status code")
-        version = parts[0]
-        if version != "SIP/2.0" and version.upper() != "SIP/2.0":
-            if _VERSION_RE.match(version):
-                raise ParseError("Version Not Supported", 505)
-            raise ParseError("Bad Status-Line")
-        msg = Response.__new__(Response)
-        msg.status = int(code)
-        msg.reason = parts[2] if len(parts) == 3 else ""
-    else:
-        is_request = True
-        method, uri, error, status = _request_line(first)
-        if method is None:
-            raise ParseError(error or "Bad Request-Line", status)
-        msg = Request.__new__(Request)
-        msg.method = method
-        msg.uri = uri
-
-    # header lines
-    entries = []
-    append = entries.append
-    lengths = []
-    get_info = _INFO.get
-    for line in lines:
-        name, colon, value = line.partition(":")
-        info = get_info(name) if colon else None
-        if info is None:
-            info = name_info(name) if colon else None
-            if info is None:
-                if error is None:
-                    error = "Bad header line"
-                    status = 400
-                continue
-        if info is _CL_INFO:
-            lengths.append(value.strip(WS))
-        append((info[0], info[1], value.strip(WS)))
-    if bad_line and error is None:
-        error = "Bad line ending"
-    headers = Headers.__new__(Headers)
-    headers._h = entries
-    headers._cache = {}
-    msg.headers = headers
-
-    # body
-    available = len(data) - bstart
-    if not lengths:
-        if stream and error is None:
-            error = "Missing Content-Length"
-        msg.body = data[bstart:]
-    elif len(lengths) == 1:
-        size = small_int(lengths[0], _MAX_CONTENT_LENGTH)
-        if size is None:
-            if error is None:
-                error = "Bad Content-Length"
-            msg.body = b""
-        elif size < 0 or size > available:
-            if error is None:
-                error = "Incomplete body"
-            msg.body = b""
-        else:
-            msg.body = data[bstart:bstart + size] if size != available else \
-                (data[bstart:] if bstart else data)
-    else:
-        if stream and error is None:
-            error = "Multiple Content-Length"
-        msg.body = data[bstart:]
-
+        code, reason = _status_line(first)
+        headers, lengths, bad_header = Headers.from_lines(lines)
+        body, framing = _body(data, bstart, lengths, stream)
+        if bad_header or bad_line or framing is not None:
+            raise ParseError(_first_fault(bad_header, bad_line, framing))
+        return Response._make(code, reason, headers, body)
+    method, uri, error, status = _request_line(first)
+    if method is None:
+        raise ParseError(error or "Bad Request-Line", status)
+    headers, lengths, bad_header = Headers.from_lines(lines)
+    body, framing = _body(data, bstart, lengths, stream)
+    msg = Request._make(method, uri, headers, body)
+    if error is None and (bad_header or bad_line or framing is not None):
+        error = _first_fault(bad_header, bad_line, framing)
     if error is not None:
-        raise ParseError(error, status, msg if is_request else None)
+        raise ParseError(error, status, msg)
     return msg
+
+
+def _first_fault(bad_header: bool, bad_line: bool, framing: Optional[str]) -> str:
+    """parse()'s reason after the start line: the first fault, in the order of the message."""
+    if bad_header:
+        return "Bad header line"
+    if bad_line:
+        return "Bad line ending"
+    assert framing is not None
+    return framing
 
 
 # -- responses -------------------------------------------------------------------------------
 
-def make_response(request, status: int, reason=None, to_tag=None) -> Response:
+# the headers a response copies from its request after the Vias (§8.2.6), in this order
+_COPIED = ("from", "to", "call-id", "cseq")
+_COPIED_100 = _COPIED + ("timestamp",)
+
+
+def make_response(request: Request, status: int, reason: Optional[str] = None,
+                  to_tag: Optional[str] = None) -> Response:
     """A response to ``request`` per RFC 3261 §8.2.6: every Via (in order), From, To (with
     ``;tag=to_tag`` added when given and To has no tag), Call-ID and CSeq are copied; a 100
     also copies Timestamp. Works on a partial request (from ParseError.partial) too."""
-    response = Response.__new__(Response)
-    response.status = status = int(status)
-    response.reason = reason_phrase(status) if reason is None else reason
-    response.body = b""
-    src = request.headers._h
-    out = [e for e in src if e[0] == "via"]
-    for key in ("from", "to", "call-id", "cseq"):
+    status = int(status)
+    src = request.headers.entries()
+    out = [entry for entry in src if entry[0] == "via"]
+    for key in _COPIED_100 if status == 100 else _COPIED:
         for entry in src:
             if entry[0] == key:
                 if key == "to" and to_tag and not _has_tag(request, entry[2]):
                     entry = (entry[0], entry[1], entry[2] + ";tag=" + to_tag)
                 out.append(entry)
                 break
-    if status == 100:
-        for entry in src:
-            if entry[0] == "timestamp":
-                out.append(entry)
-                break
-    headers = Headers.__new__(Headers)
-    headers._h = out
-    headers._cache = {}
-    response.headers = headers
-    return response
+    return Response._make(status, reason_phrase(status) if reason is None else reason,
+                          Headers.from_entries(out), b"")
 
 
 def _has_tag(request, raw: str) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Dict, Optional, Tuple
 
 from .errors import ParseError
 from .grammar import (
@@ -59,6 +60,22 @@ class URI:
         self.params = dict(params) if params else {}
         self.headers = headers
         self.opaque = opaque
+
+    @staticmethod
+    def _make(scheme: str, user: Optional[str], password: Optional[str],
+              host: Optional[str], port: Optional[int], params: Dict[str, Optional[str]],
+              headers: Optional[str], opaque: Optional[str]) -> "URI":
+        """A URI from parts already checked and normalised (the parsers'), as they are."""
+        uri = URI.__new__(URI)
+        uri.scheme = scheme
+        uri.user = user
+        uri.password = password
+        uri.host = host
+        uri.port = port
+        uri.params = params
+        uri.headers = headers
+        uri.opaque = opaque
+        return uri
 
     # -- text ----------------------------------------------------------------------------------
 
@@ -251,66 +268,47 @@ def parse_uri(text: str) -> URI:
     """Parse a URI; raises ParseError("Bad URI") when it does not follow the grammar.
 
     sip/sips URIs are parsed into their parts; tel URIs into number and parameters (keeping
-    the text); any other well-formed "scheme:rest" becomes an opaque URI."""
+    the text); any other well-formed "scheme:rest" becomes an opaque URI.
+
+    The usual sip/sips URI is taken apart by the FAST_URI pattern; everything it accepts,
+    ``parse_uri_full`` accepts with the same result (tests/sip/test_sip_fastpath.py), and
+    everything else goes there."""
     match = FAST_URI.fullmatch(text)
-    if match is not None:
-        scheme, user, host, port, params = match.groups()
-        uri = URI.__new__(URI)
-        uri.scheme = scheme
-        uri.user = user
-        uri.password = uri.headers = uri.opaque = None
-        uri.host = host.lower()
-        uri.port = None if port is None else int(port)
-        uri.params = split_uri_params(params) if params else {}
-        return uri
+    if match is None:
+        return parse_uri_full(text)
+    scheme, user, host, port, params = match.groups()
+    return URI._make(scheme, user, None, host.lower(), None if port is None else int(port),
+                     split_uri_params(params) if params else {}, None, None)
+
+
+def parse_uri_full(text: str) -> URI:
+    """parse_uri by the full grammar, character by character."""
     colon = text.find(":")
     if colon <= 0:
         raise ParseError("Bad URI")
     scheme = text[:colon]
     if scheme == "sip" or scheme == "sips":
-        return _parse_sip(scheme, text, colon + 1)
+        return _parse_sip(scheme, text[colon + 1:])
     lower = scheme.lower()
     if not SCHEME_CHARS.issuperset(scheme) or not scheme[0].isalpha():
         raise ParseError("Bad URI")
     if lower == "sip" or lower == "sips":
-        return _parse_sip(lower, text, colon + 1)
+        return _parse_sip(lower, text[colon + 1:])
     rest = text[colon + 1:]
     if not rest or not OPAQUE_CHARS.issuperset(rest) or not check_escapes(rest):
         raise ParseError("Bad URI")
-    uri = URI.__new__(URI)
-    uri.scheme = lower
-    uri.password = uri.host = uri.port = uri.headers = None
-    uri.opaque = rest
-    uri.user = None
-    uri.params = {}
-    if lower == "tel":
-        number, _, ptext = rest.partition(";")
-        if not number or not _TEL_CHARS.issuperset(number):
-            raise ParseError("Bad URI")
-        uri.user = number
-        if ptext:
-            uri.params = _parse_uri_params(ptext)
-    return uri
+    if lower != "tel":
+        return URI._make(lower, None, None, None, None, {}, None, rest)
+    number, _, ptext = rest.partition(";")
+    if not number or not _TEL_CHARS.issuperset(number):
+        raise ParseError("Bad URI")
+    return URI._make(lower, number, None, None, None,
+                     _parse_uri_params(ptext) if ptext else {}, None, rest)
 
 
-def _parse_sip(scheme: str, text: str, start: int) -> URI:
-    rest = text[start:]
-    at = rest.find("@")
-    user = password = None
-    if at >= 0:
-        userinfo = rest[:at]
-        hp = rest[at + 1:]
-        user, colon, pw = userinfo.partition(":")
-        if not user or not USER_CHARS.issuperset(user):
-            raise ParseError("Bad URI")
-        if colon:
-            if not PASSWORD_CHARS.issuperset(pw):
-                raise ParseError("Bad URI")
-            password = pw
-        if "%" in userinfo and not check_escapes(userinfo):
-            raise ParseError("Bad URI")
-    else:
-        hp = rest
+def _parse_sip(scheme: str, rest: str) -> URI:
+    """A sip/sips URI from the text after "scheme:"."""
+    user, password, hp = _split_userinfo(rest)
     headers = None
     q = hp.find("?")
     if q >= 0:
@@ -325,42 +323,52 @@ def _parse_sip(scheme: str, text: str, start: int) -> URI:
         hp = hp[:semi]
     else:
         params = {}
-    # hostport
-    if hp.startswith("["):
-        close = hp.find("]")
-        if close < 0:
+    host, port = _parse_hostport(hp)
+    return URI._make(scheme, user, password, host, port, params, headers, None)
+
+
+def _split_userinfo(rest: str) -> Tuple[Optional[str], Optional[str], str]:
+    """(user, password, the text after '@'), checked; (None, None, rest) without '@'."""
+    at = rest.find("@")
+    if at < 0:
+        return None, None, rest
+    userinfo = rest[:at]
+    user, colon, pw = userinfo.partition(":")
+    if not user or not USER_CHARS.issuperset(user):
+        raise ParseError("Bad URI")
+    password = None
+    if colon:
+        if not PASSWORD_CHARS.issuperset(pw):
             raise ParseError("Bad URI")
-        host = hp[1:close]
-        if not host or not IPV6_CHARS.issuperset(host):
-            raise ParseError("Bad URI")
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ParseError("Bad URI") from None
-        host = host.lower()
-        after = hp[close + 1:]
-        if after:
-            if after[0] != ":":
-                raise ParseError("Bad URI")
-            port = _port(after[1:])
-        else:
-            port = None
-    else:
+        password = pw
+    if "%" in userinfo and not check_escapes(userinfo):
+        raise ParseError("Bad URI")
+    return user, password, rest[at + 1:]
+
+
+def _parse_hostport(hp: str) -> Tuple[str, Optional[int]]:
+    """(host lower case, IPv6 without brackets; port or None)."""
+    if not hp.startswith("["):
         host, colon, port_text = hp.partition(":")
         if not host or not HOST_CHARS.issuperset(host):
             raise ParseError("Bad URI")
-        host = host.lower()
-        port = _port(port_text) if colon else None
-    uri = URI.__new__(URI)
-    uri.scheme = scheme
-    uri.user = user
-    uri.password = password
-    uri.host = host
-    uri.port = port
-    uri.params = params
-    uri.headers = headers
-    uri.opaque = None
-    return uri
+        return host.lower(), _port(port_text) if colon else None
+    close = hp.find("]")
+    if close < 0:
+        raise ParseError("Bad URI")
+    host = hp[1:close]
+    if not host or not IPV6_CHARS.issuperset(host):
+        raise ParseError("Bad URI")
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        raise ParseError("Bad URI") from None
+    after = hp[close + 1:]
+    if not after:
+        return host.lower(), None
+    if after[0] != ":":
+        raise ParseError("Bad URI")
+    return host.lower(), _port(after[1:])
 
 
 def _port(text: str) -> int:
@@ -373,20 +381,13 @@ def _port(text: str) -> int:
 _PARAM_TEXT = PARAM_CHARS | frozenset(";=")
 
 
-def _parse_uri_params(text: str) -> dict:
+def _parse_uri_params(text: str) -> Dict[str, Optional[str]]:
     if not _PARAM_TEXT.issuperset(text) or ("%" in text and not check_escapes(text)):
         raise ParseError("Bad URI")
-    params: dict = {}
+    params: Dict[str, Optional[str]] = {}
     for part in text.split(";"):
         name, eq, value = part.partition("=")
-        if not name:
+        if not name or (eq and (not value or "=" in value)):
             raise ParseError("Bad URI")
-        if eq:
-            if not value or "=" in value:
-                raise ParseError("Bad URI")
-        else:
-            value = None
-        name = name.lower()
-        if name not in params:
-            params[name] = value
+        params.setdefault(name.lower(), value if eq else None)
     return params

@@ -6,6 +6,7 @@ import calendar
 import re
 import time
 from datetime import datetime, timezone
+from typing import Dict, Optional, Tuple
 
 from .errors import ParseError
 from .grammar import (
@@ -20,6 +21,7 @@ from .grammar import (
     parse_generic_params,
     quote,
     scan_quoted,
+    skip,
     small_int,
     split_generic_params,
     split_uri_params,
@@ -53,6 +55,17 @@ class Address:
         self.display = display
         self.params = dict(params) if params else {}
         self.star = star
+
+    @staticmethod
+    def _make(display: Optional[str], uri: Optional[URI],
+              params: Dict[str, Optional[str]], star: bool = False) -> "Address":
+        """An Address from parts already checked (the parsers'), as they are."""
+        addr = Address.__new__(Address)
+        addr.display = display
+        addr.uri = uri
+        addr.params = params
+        addr.star = star
+        return addr
 
     @property
     def tag(self):
@@ -133,19 +146,9 @@ def _parse_address(value: str, reason: str) -> Address:
             return _parse_address_full(value, reason)
         display = uri_params = None
         scheme, user, host, port, params = match.groups()
-    uri = URI.__new__(URI)
-    uri.scheme = scheme
-    uri.user = user
-    uri.password = uri.headers = uri.opaque = None
-    uri.host = host.lower()
-    uri.port = None if port is None else int(port)
-    uri.params = split_uri_params(uri_params) if uri_params else {}
-    addr = Address.__new__(Address)
-    addr.display = display
-    addr.uri = uri
-    addr.params = split_generic_params(params) if params else {}
-    addr.star = False
-    return addr
+    uri = URI._make(scheme, user, None, host.lower(), None if port is None else int(port),
+                    split_uri_params(uri_params) if uri_params else {}, None, None)
+    return Address._make(display, uri, split_generic_params(params) if params else {})
 
 
 def address_ok(value: str) -> bool:
@@ -156,10 +159,35 @@ def address_ok(value: str) -> bool:
 
 
 def _parse_address_full(value: str, reason: str) -> Address:
+    """_parse_address by the full grammar: ``*``, name-addr or addr-spec, then parameters."""
     v = value.strip(WS)
     if not v:
         raise ParseError(reason)
-    display = None
+    if v == "*":
+        return Address._make(None, None, {}, True)
+    display, lt = _display_name(v)
+    if lt >= 0:
+        gt = v.find(">", lt + 1)
+        if gt < 0:
+            raise ParseError(reason)
+        utext = v[lt + 1:gt]
+        rest = v[gt + 1:]
+    else:
+        # addr-spec: the URI ends at the first ';' and holds no ',', '?' or whitespace
+        utext, semi, rest = v.partition(";")
+        utext = utext.rstrip(WS)
+        rest = semi + rest
+        if "?" in utext or "," in utext or ">" in utext:
+            raise ParseError(reason)
+    try:
+        uri = parse_uri(utext)
+    except ParseError:
+        raise ParseError(reason) from None
+    return Address._make(display, uri, parse_generic_params(rest, reason) if rest else {})
+
+
+def _display_name(v: str) -> Tuple[Optional[str], int]:
+    """(display name or None, index of the '<' that opens the URI or -1 for addr-spec)."""
     if v[0] == '"':
         end, display = scan_quoted(v, 0)
         lt = end
@@ -167,56 +195,17 @@ def _parse_address_full(value: str, reason: str) -> Address:
             lt += 1
         if lt >= len(v) or v[lt] != "<":
             raise ParseError("Bad display name")
-    else:
-        if v == "*":
-            addr = Address.__new__(Address)
-            addr.display = None
-            addr.uri = None
-            addr.params = {}
-            addr.star = True
-            return addr
-        lt = v.find("<")
-        if lt >= 0:
-            cut = v.find(";")
-            if 0 <= cut < lt:
-                lt = -1  # '<' inside a parameter: addr-spec form
-            else:
-                quote_at = v.find('"')
-                if 0 <= quote_at < lt:
-                    raise ParseError("Bad display name")
-        if lt > 0:
-            display = _check_token_display(v[:lt].strip(WS)) or None
-    if lt >= 0:
-        gt = v.find(">", lt + 1)
-        if gt < 0:
-            raise ParseError(reason)
-        try:
-            uri = parse_uri(v[lt + 1:gt])
-        except ParseError:
-            raise ParseError(reason) from None
-        rest = v[gt + 1:]
-    else:
-        # addr-spec: the URI ends at the first ';' and holds no ',', '?' or whitespace
-        semi = v.find(";")
-        if semi >= 0:
-            utext = v[:semi].rstrip(WS)
-            rest = v[semi:]
-        else:
-            utext = v
-            rest = ""
-        if "?" in utext or "," in utext or ">" in utext:
-            raise ParseError(reason)
-        try:
-            uri = parse_uri(utext)
-        except ParseError:
-            raise ParseError(reason) from None
-    params = parse_generic_params(rest, reason) if rest else {}
-    addr = Address.__new__(Address)
-    addr.display = display
-    addr.uri = uri
-    addr.params = params
-    addr.star = False
-    return addr
+        return display, lt
+    lt = v.find("<")
+    if lt < 0:
+        return None, -1
+    cut = v.find(";")
+    if 0 <= cut < lt:
+        return None, -1  # '<' inside a parameter: addr-spec form
+    quote_at = v.find('"')
+    if 0 <= quote_at < lt:
+        raise ParseError("Bad display name")
+    return _check_token_display(v[:lt].strip(WS)) or None, lt
 
 
 # -- Via -------------------------------------------------------------------------------------
@@ -239,6 +228,17 @@ class Via:
         self.host = host
         self.port = None if port is None else int(port)
         self.params = dict(params) if params else {}
+
+    @staticmethod
+    def _make(transport: str, host: str, port: Optional[int],
+              params: Dict[str, Optional[str]]) -> "Via":
+        """A Via from parts already checked and normalised (the parsers'), as they are."""
+        via = Via.__new__(Via)
+        via.transport = transport
+        via.host = host
+        via.port = port
+        via.params = params
+        return via
 
     @property
     def branch(self):
@@ -301,13 +301,15 @@ def parse_via(value: str) -> Via:
     match = FAST_VIA.fullmatch(value)
     if match is not None:
         transport, host, port, params = match.groups()
-        via = Via.__new__(Via)
-        via.transport = transport.upper()
-        via.host = host.lower()
-        via.port = None if port is None else int(port)
-        via.params = split_generic_params(params) if params else {}
-        return via
+        return Via._make(transport.upper(), host.lower(), None if port is None else int(port),
+                         split_generic_params(params) if params else {})
     return _parse_via_full(value)
+
+
+def via_ok(value: str) -> bool:
+    """True when the value is a plain Via that the fast path takes (and therefore valid);
+    False means: ask the full parser."""
+    return FAST_VIA.fullmatch(value) is not None
 
 
 def _parse_via_full(value: str) -> Via:
@@ -342,12 +344,7 @@ def _parse_via_full(value: str) -> Via:
         sent_by = rest.strip(WS)
         params = {}
     host, port = _parse_host_port(sent_by, "Bad Via")
-    via = Via.__new__(Via)
-    via.transport = transport.upper()
-    via.host = host
-    via.port = port
-    via.params = params
-    return via
+    return Via._make(transport.upper(), host, port, params)
 
 
 def _parse_host_port(text: str, reason: str):
@@ -390,6 +387,14 @@ class CSeq:
         self.number = int(number)
         self.method = method
 
+    @staticmethod
+    def _make(number: int, method: str) -> "CSeq":
+        """A CSeq from parts already checked (the parser's), as they are."""
+        cseq = CSeq.__new__(CSeq)
+        cseq.number = number
+        cseq.method = method
+        return cseq
+
     def __str__(self) -> str:
         return "%d %s" % (self.number, self.method)
 
@@ -422,10 +427,7 @@ def parse_cseq(value: str) -> CSeq:
         raise ParseError("Bad CSeq")
     if number < 0:
         raise ParseError("CSeq out of range")
-    cseq = CSeq.__new__(CSeq)
-    cseq.number = number
-    cseq.method = method
-    return cseq
+    return CSeq._make(number, method)
 
 
 # -- generic parameters ----------------------------------------------------------------------
@@ -480,61 +482,55 @@ def parse_auth(value: str):
     return _parse_auth_full(v)
 
 
-def _parse_auth_full(v: str):
-    i = 0
+def _parse_auth_full(v: str) -> Tuple[str, Dict[str, str]]:
+    """parse_auth by the full grammar (quoted-pairs, odd spacing, empty list elements)."""
     n = len(v)
-    while i < n and v[i] in TOKEN_CHARS:
-        i += 1
+    i = skip(v, 0, TOKEN_CHARS)
     scheme = v[:i]
     if not scheme or (i < n and v[i] not in WS):
         raise ParseError("Bad auth header")
     if scheme.lower() == "digest":
         scheme = "Digest"
-    params: dict = {}
-    while i < n and v[i] in WS:
-        i += 1
-    if i >= n:
-        return scheme, params
-    while True:
-        j = i
-        while j < n and v[j] in TOKEN_CHARS:
-            j += 1
-        name = v[i:j].lower()
-        k = j
-        while k < n and v[k] in WS:
-            k += 1
-        if not name or k >= n or v[k] != "=":
-            raise ParseError("Bad auth header")
-        k += 1
-        while k < n and v[k] in WS:
-            k += 1
-        if k < n and v[k] == '"':
-            try:
-                k, val = scan_quoted(v, k)
-            except ParseError:
-                raise ParseError("Bad auth header") from None
-        else:
-            start = k
-            while k < n and v[k] not in WS and v[k] != ",":
-                k += 1
-            val = v[start:k]
-            if not val or '"' in val:
-                raise ParseError("Bad auth header")
+    params: Dict[str, str] = {}
+    i = skip(v, i, WS)
+    while i < n:
+        name, value, i = _auth_param(v, i)
         if name in params:
             raise ParseError("Bad auth header")
-        params[name] = val
-        while k < n and v[k] in WS:
-            k += 1
-        if k >= n:
-            return scheme, params
-        if v[k] != ",":
-            raise ParseError("Bad auth header")
+        params[name] = value
+        i = skip(v, i, WS)
+        if i < n:
+            if v[i] != ",":
+                raise ParseError("Bad auth header")
+            i = skip(v, i + 1, _WS_COMMA)
+    return scheme, params
+
+
+_WS_COMMA = WS + ","
+
+
+def _auth_param(v: str, i: int) -> Tuple[str, str, int]:
+    """(name lower case, value unquoted, index after the value) of ``name = value`` at i."""
+    n = len(v)
+    j = skip(v, i, TOKEN_CHARS)
+    name = v[i:j].lower()
+    k = skip(v, j, WS)
+    if not name or k >= n or v[k] != "=":
+        raise ParseError("Bad auth header")
+    k = skip(v, k + 1, WS)
+    if k < n and v[k] == '"':
+        try:
+            k, value = scan_quoted(v, k)
+        except ParseError:
+            raise ParseError("Bad auth header") from None
+        return name, value, k
+    start = k
+    while k < n and v[k] not in WS and v[k] != ",":
         k += 1
-        while k < n and (v[k] in WS or v[k] == ","):
-            k += 1
-        if k >= n:
-            return scheme, params
-        i = k
+    value = v[start:k]
+    if not value or '"' in value:
+        raise ParseError("Bad auth header")
+    return name, value, k
 
 
 # Directives written as quoted strings when format_auth is given no ``quoted`` set.

@@ -1,5 +1,6 @@
 """The fast paths of the parsers (regular expressions for the usual shapes of URIs, addresses
-and Vias) agree with the full grammar: whatever they accept, the full parser accepts with the
+and Vias, the CRLF split of a message head, the table of header spellings, validate()'s quick
+checks) agree with the full grammar: whatever they accept, the full parser accepts with the
 same result, and everything else still gets the full parser's answer."""
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reticulum.sip import ParseError
+from reticulum.sip import ParseError, Request
+from reticulum.sip.headers import _INFO, _name_info_of, name_info
+from reticulum.sip.message import _head_lines, _head_lines_general
 from reticulum.sip.grammar import FAST_ADDR_SPEC, FAST_NAME_ADDR, FAST_URI, FAST_VIA
-from reticulum.sip.uri import parse_uri
+from reticulum.sip.uri import parse_uri, parse_uri_full
 from reticulum.sip.values import (
     _parse_address,
     _parse_address_full,
@@ -91,30 +94,10 @@ def _outcome(parse, fields, text):
         return ("error", error.reason)
 
 
-def _full_uri(text):
-    # parse_uri with its fast path out of the way
-    from reticulum.sip import uri as module
-    fast = module.FAST_URI
-    module.FAST_URI = _NEVER
-    try:
-        return module.parse_uri(text)
-    finally:
-        module.FAST_URI = fast
-
-
-class _Never:
-    @staticmethod
-    def fullmatch(text):
-        return None
-
-
-_NEVER = _Never()
-
-
 @SETTINGS
 @given(uri_text)
 def test_uri_fast_path_agrees(text):
-    full = _outcome(_full_uri, _uri_fields, text)
+    full = _outcome(parse_uri_full, _uri_fields, text)
     if FAST_URI.fullmatch(text):
         assert full[0] != "error", text
     assert _outcome(parse_uri, _uri_fields, text) == full
@@ -170,3 +153,67 @@ def test_auth_fast_path_agrees(text):
             return ("error", error.reason)
 
     assert outcome(parse_auth) == outcome(_parse_auth_full)
+
+
+# -- the message head: CRLF split against the general line grammar -----------------------------
+
+HEAD_PIECES = [b"INVITE sip:bob@example.com SIP/2.0", b"SIP/2.0 200 OK", b"Via: SIP/2.0/UDP h",
+               b"To: <sip:b@h>", b"Content-Length: 3", b" folded", b"\tfolded", b"\r\n", b"\n",
+               b"\r", b"\r\n\r\n", b"\n\n", b"\r\n\n", b"\n\r\n", b"abc", b"", b":", b"\xc3"]
+head_data = st.lists(st.sampled_from(HEAD_PIECES), min_size=1, max_size=16).map(b"".join)
+
+
+def _head_outcome(split, data):
+    try:
+        return split(data)
+    except ParseError as error:
+        return ("error", error.reason)
+
+
+@SETTINGS
+@given(head_data)
+def test_head_fast_path_agrees(data):
+    data = data.lstrip(b"\r\n")  # as parse() hands it over
+    assert _head_outcome(_head_lines, data) == _head_outcome(_head_lines_general, data)
+
+
+# -- header names: the table of spellings against the rules -------------------------------------
+
+def test_header_name_table_agrees():
+    for spelling, info in _INFO.items():
+        assert _name_info_of(spelling) == info, spelling
+
+
+@SETTINGS
+@given(st.text(alphabet="ViaTo-vtLCcontent-lengthX \t:é", max_size=16))
+def test_header_names_agree(name):
+    assert name_info(name) == _name_info_of(name)
+    assert name_info(name) == _name_info_of(name)  # again, from the table of names seen
+
+
+# -- validate(): its quick checks vouch only for what the full parsers accept ------------------
+
+LIST_LINE = st.lists(address_text, min_size=1, max_size=3).map(", ".join)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.sampled_from(["Contact", "Route", "Record-Route", "Via"]),
+                          st.one_of(LIST_LINE, via_text)), max_size=4))
+def test_validate_quick_checks_agree(lines):
+    msg = Request("INVITE", "sip:bob@example.com", [
+        ("Via", "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1"), ("To", "<sip:bob@example.com>"),
+        ("From", "<sip:alice@example.com>;tag=1"), ("Call-ID", "a@b"), ("CSeq", "1 INVITE"),
+    ] + lines)
+    try:
+        msg.validate()
+    except ParseError:
+        return
+    # what validate() passed, the full parsers take too
+    check = Request("INVITE", msg.uri, msg.headers.copy())
+    check.vias
+    check.routes
+    check.record_routes
+    contacts = check.contacts
+    if len(contacts) > 1:
+        assert not any(contact.star for contact in contacts)
+    assert msg.vias == check.vias
