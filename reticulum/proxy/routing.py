@@ -39,7 +39,7 @@ def loop_hash(request: Request) -> str:
     """Ten hex digits over the fields §16.6 step 8 names. Only this process compares them (a
     request that comes back to us), so Python's own (salted) hash will do."""
     routes = requires = ()
-    for key, _, _ in request.headers._h:
+    for key, _, _ in request.headers.entries():
         if key == "route":
             routes = tuple(request.get_all("Route"))
         elif key == "proxy-require":

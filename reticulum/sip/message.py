@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import re
 from functools import partial
-from typing import AbstractSet, Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple, TypeVar
+from typing import AbstractSet, Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple, TypeVar, Union
 
 from .errors import ParseError
 from .grammar import TOKEN_CHARS, WS, WORD_CHARS, small_int, split_commas, split_list
-from .headers import Entry, Headers
+from .headers import Headers
 from .uri import URI, parse_uri
 from .values import (
     MAX_EXPIRES,
@@ -68,6 +68,9 @@ _SINGLE = ("from", "to", "call-id", "cseq", "max-forwards", "content-length", "e
 _SINGLE_SET = frozenset(_SINGLE)
 _REQUIRED = (("to", "To"), ("from", "From"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
 _M = TypeVar("_M", bound="Message")
+#: what a required header's typed property gives on a message that has not passed validate()
+#: and lacks it: None, typed as Any so that code handling validated messages needs no checks
+_ABSENT: Any = None
 
 
 class Message:
@@ -142,13 +145,13 @@ class Message:
             headers.typed[key] = found
         return list(found)
 
-    def _address(self, key: str, reason: str) -> Optional[Address]:
+    def _address(self, key: str, reason: str) -> Address:
         headers = self.headers
         found = headers.typed.get(key)
         if found is None:
             value = headers.first(key)
             if value is None:
-                return None
+                return _ABSENT
             found = headers.typed[key] = _parse_address(value, reason)
         return found
 
@@ -174,34 +177,36 @@ class Message:
         return list(found)
 
     @property
-    def via(self) -> Optional[Via]:
-        """The top Via, or None."""
+    def via(self) -> Via:
+        """The top Via. Every message that passed `validate()` has one; before that it is
+        None when missing (the typed properties below are typed for validated messages)."""
         found = self.headers.typed.get("via")
         if found is None:
             found = self.vias
-        return found[0] if found else None
+        return found[0] if found else _ABSENT
 
     @property
-    def call_id(self) -> Optional[str]:
-        return self.headers.first("call-id")
+    def call_id(self) -> str:
+        value = self.headers.first("call-id")
+        return _ABSENT if value is None else value
 
     @property
-    def cseq(self) -> Optional[CSeq]:
+    def cseq(self) -> CSeq:
         headers = self.headers
         found = headers.typed.get("cseq")
         if found is None:
             value = headers.first("cseq")
             if value is None:
-                return None
+                return _ABSENT
             found = headers.typed["cseq"] = parse_cseq(value)
         return found
 
     @property
-    def from_(self) -> Optional[Address]:
+    def from_(self) -> Address:
         return self._address("from", "Bad From")
 
     @property
-    def to(self) -> Optional[Address]:
+    def to(self) -> Address:
         return self._address("to", "Bad To")
 
     @property
@@ -694,7 +699,7 @@ def _body(data: bytes, bstart: int, lengths: List[str],
     return (data[bstart:] if bstart else data), None
 
 
-def parse(data: bytes, stream: bool = False) -> Message:
+def parse(data: bytes, stream: bool = False) -> Union[Request, Response]:
     """Parse one SIP message (see docs/architecture.md for the contract).
 
     UDP (stream=False): the body is what follows the blank line, cut to Content-Length
