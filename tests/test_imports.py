@@ -22,7 +22,8 @@ SANS_IO = ("reticulum.sip", "reticulum.addresses", "reticulum.statetable", "reti
 ABOVE_SANS_IO = ("reticulum.service", "reticulum.core")
 IO = ("twisted.internet", "socket")
 TRANSPORTS = ("reticulum.transport",)
-ABOVE_TRANSPORTS = ("reticulum.core", "reticulum.proxy*", "reticulum.service")
+ABOVE_TRANSPORTS = ("reticulum.core", "reticulum.proxy*", "reticulum.service",
+                    "reticulum.transaction*", "reticulum.registrar", "reticulum.auth")
 
 
 class Import(NamedTuple):
@@ -214,7 +215,7 @@ def test_no_import_circle():
     assert not found, "\n" + describe_circles(found, imports, modules)
 
 
-def test_transports_do_not_import_the_core_the_proxy_or_the_service():
+def test_transports_do_not_import_the_rooms_above_them():
     found = forbidden(all_imports(), TRANSPORTS, ABOVE_TRANSPORTS)
     assert not found, "\n" + describe(found)
 
@@ -361,6 +362,56 @@ def test_a_name_used_outside_its_one_function_is_found():
             return socket.socket
         """))
     assert names_outside(tree, "socket", "advertised_host") == [6]
+
+
+# Inside the transaction package, rooms import only downwards: timers <- keys <- machine <-
+# server, client <- layer; from outside only these, and never Twisted.
+TRANSACTION_ROOMS = {
+    "timers": set(),
+    "keys": set(),
+    "machine": {"timers"},
+    "server": {"keys", "machine", "timers"},
+    "client": {"keys", "machine", "timers"},
+    "layer": {"client", "keys", "machine", "server", "timers"},
+    "": {"client", "layer", "machine", "server", "timers"},  # the package's __init__
+}
+TRANSACTION_OUTSIDE = ("reticulum.sip", "reticulum.addresses", "reticulum.events",
+                       "reticulum.statetable")
+# The transport protocols see the flow table only as a ConnectionTable (transport/connection.py)
+TRANSPORT_PROTOCOLS = ("tcp", "tls", "udp", "ws", "connection", "sink", "limits", "framing")
+
+
+def imports_by_module(imports: Sequence[Import]) -> Dict[str, Set[str]]:
+    found: Dict[str, Set[str]] = {}
+    for imp in imports:
+        found.setdefault(imp.importer, set()).add(imp.target)
+    return found
+
+
+def test_the_transaction_rooms_import_only_downwards():
+    modules = imports_by_module(all_imports())
+    rooms = {name[len("reticulum.transaction"):].lstrip("."): targets
+             for name, targets in modules.items()
+             if name == "reticulum.transaction" or name.startswith("reticulum.transaction.")}
+    assert set(rooms) == set(TRANSACTION_ROOMS)
+    for room, targets in rooms.items():
+        for target in targets:
+            if target.startswith("reticulum.transaction."):
+                assert target.split(".")[2] in TRANSACTION_ROOMS[room], (room, target)
+            elif target.startswith("reticulum"):
+                assert matches(target, TRANSACTION_OUTSIDE), (room, target)
+            else:
+                assert not target.startswith("twisted"), (room, target)
+
+
+def test_the_transport_protocols_know_no_flow_table():
+    modules = imports_by_module(all_imports())
+    for name in TRANSPORT_PROTOCOLS:
+        found = modules.get("reticulum.transport." + name, set())
+        assert "reticulum.transport.flows" not in found, name
+    flows = modules["reticulum.transport.flows"]
+    for name in ("tcp", "tls", "udp", "ws", "sink", "connection"):
+        assert "reticulum.transport." + name in flows, name
 
 
 def room_graph(imports: Sequence[Import]) -> Dict[str, Set[str]]:
