@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import json
 import sys
+import threading
 from typing import IO, Any, Mapping, Optional, cast
 
 from twisted.logger import (
@@ -114,8 +115,20 @@ def observer_for_twistd(log_config: Any, twistd_options: Optional[Mapping[str, A
     from twisted.python.logfile import LogFile
 
     target = LogFile.fromFullPath(logfile or "twistd.log")
+    _lock_signal_safely(target)
     _reopen_on_sigusr1(target)
     return make_observer(log_config, target)
+
+
+def _lock_signal_safely(target: Any) -> None:
+    """Give twistd's LogFile the C RLock instead of Twisted's pure-Python one.
+
+    `twisted.python.threadable` locks ``LogFile.write`` with a subclass of the pure-Python
+    RLock, which takes its inner lock and only then notes its owner, two bytecodes apart. When
+    SIGTERM lands between the two while the reactor thread is logging, the handler's own log
+    line ("Received SIGTERM") waits for a lock its thread already holds, and the daemon hangs
+    for ever. The C RLock takes and notes in one step."""
+    target.__dict__["_threadable_lock"] = threading.RLock()
 
 
 def _reopen_on_sigusr1(target: Any) -> None:

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 
 import pytest
 from twisted.application.service import Application
 from twisted.logger import ILogObserver, Logger, LogPublisher
+from twisted.python.logfile import LogFile
 
 from reticulum.config import config_from_dict
-from reticulum.logoutput import make_observer, observer_for_twistd
+from reticulum.logoutput import _lock_signal_safely, make_observer, observer_for_twistd
 from reticulum.service import StartupError, make_service
 
 
@@ -61,6 +63,22 @@ def test_twistd_options_choose_the_destination(tmp_path):
     observer = observer_for_twistd(log_config, {"nodaemon": False, "logfile": str(logfile)})
     Logger(namespace="x", observer=observer).info("to the file")
     assert "to the file" in logfile.read_text()
+
+
+def test_the_log_file_lock_survives_a_signal_handler_that_logs(tmp_path):
+    """The daemon's log file is locked with the C RLock, which takes and notes its owner in one
+    step: a signal handler that logs on the same thread can always take it again. Twisted's
+    own lock (the pure-Python RLock) can hang between its two steps."""
+    plain = LogFile.fromFullPath(str(tmp_path / "plain.log"))
+    plain.write("x\n")
+    assert type(vars(plain)["_threadable_lock"]) is not type(threading.RLock())
+
+    target = LogFile.fromFullPath(str(tmp_path / "server.log"))
+    _lock_signal_safely(target)
+    target.write("first\n")
+    target.flush()
+    assert type(vars(target)["_threadable_lock"]) is type(threading.RLock())
+    assert (tmp_path / "server.log").read_text() == "first\n"
 
 
 def test_the_application_gets_the_observer(tmp_path):
