@@ -159,36 +159,47 @@ class DialogTracker:
         from_ = request.from_
         caller_tag = (from_.tag if from_ is not None else None) or ""
         if in_dialog:
-            dialog = self._dialogs.get(_key(call_id, caller_tag, request_to.tag))
-            if dialog is None:
-                if 200 <= status < 300 and to_tag:
-                    # A dialog we never saw start (e.g. before a restart): track it now.
-                    self._create(call_id, caller_tag, to_tag, method, request, response,
-                                 CONFIRMED)
-                return
-            if status == 481:
-                self._end(dialog, "gone")
-            elif status < 300:
-                dialog.last_activity = self.clock.seconds()
-            return
-        if status < 300:
-            if not to_tag:
-                return
-            dialog = self._dialogs.get(_key(call_id, caller_tag, to_tag))
-            if status < 200:
-                if dialog is None:
-                    self._create(call_id, caller_tag, to_tag, method, request, response, EARLY)
-                else:
-                    dialog.last_activity = self.clock.seconds()
-                return
-            if dialog is None:
+            self._in_dialog_response(call_id, caller_tag, request_to.tag, to_tag, method,
+                                     request, response)
+        elif status < 300:
+            if to_tag:
+                self._initial_success(call_id, caller_tag, to_tag, method, request, response)
+        else:
+            self._initial_failure(call_id, caller_tag, to_tag, request, response)
+
+    def _in_dialog_response(self, call_id, caller_tag, tag, to_tag, method, request,
+                            response) -> None:
+        """481 ends the dialog (RFC 5057); other answers count as activity."""
+        status = response.status
+        dialog = self._dialogs.get(_key(call_id, caller_tag, tag))
+        if dialog is None:
+            if 200 <= status < 300 and to_tag:
+                # A dialog we never saw start (e.g. before a restart): track it now.
                 self._create(call_id, caller_tag, to_tag, method, request, response, CONFIRMED)
-            elif dialog.state == EARLY:
-                self._confirm(dialog, response)
+            return
+        if status == 481:
+            self._end(dialog, "gone")
+        elif status < 300:
+            dialog.last_activity = self.clock.seconds()
+
+    def _initial_success(self, call_id, caller_tag, to_tag, method, request, response) -> None:
+        """1xx with a To tag: early; 2xx: confirmed (one dialog per To tag)."""
+        dialog = self._dialogs.get(_key(call_id, caller_tag, to_tag))
+        if response.status < 200:
+            if dialog is None:
+                self._create(call_id, caller_tag, to_tag, method, request, response, EARLY)
             else:
                 dialog.last_activity = self.clock.seconds()
-            return
-        # 3xx-6xx to an initial request.
+        elif dialog is None:
+            self._create(call_id, caller_tag, to_tag, method, request, response, CONFIRMED)
+        elif dialog.state == EARLY:
+            self._confirm(dialog, response)
+        else:
+            dialog.last_activity = self.clock.seconds()
+
+    def _initial_failure(self, call_id, caller_tag, to_tag, request, response) -> None:
+        """3xx-6xx to an initial request: that To tag's early dialog is rejected, and every
+        early dialog of the call when this is the answer to the whole request."""
         if to_tag:
             dialog = self._dialogs.get(_key(call_id, caller_tag, to_tag))
             if dialog is not None and dialog.state == EARLY:
