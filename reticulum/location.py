@@ -643,61 +643,17 @@ class SqliteLocation(MemoryLocation):
     # -- the writer thread -----------------------------------------------------------------
 
     def _writer(self) -> None:
-        db = None
-        try:
-            # off the reactor thread, so waiting out another writer of the file is fine
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-            db.execute("PRAGMA journal_mode=WAL").fetchall()
-            db.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.Error as e:
-            log_line(self._log, "error", f"location: cannot open {self.path}: {e}")
-            db = None
+        """The writer thread: wait for work, let a batch fill, commit it; until told to stop."""
+        db = self._open()
         pending = self._pending
         wake = self._wake
-        full = self._full
-        batch_size = self.batch_size
-        monotonic = time.monotonic
         while True:
             wake.wait()
             wake.clear()
             if not pending:
                 continue
-            # a batch has begun: let it fill for batch_interval, unless it is full already or
-            # a flush/stop is waiting
-            deadline = monotonic() + self.batch_interval
-            while not self._markers and len(pending) < batch_size:
-                left = deadline - monotonic()
-                if left <= 0:
-                    break
-                full.clear()
-                if self._markers or len(pending) >= batch_size:
-                    break
-                full.wait(left)
-            stopping = False
-            while pending:
-                batch: list[tuple] = []
-                waiters: list[threading.Event] = []
-                while pending and len(batch) < batch_size:
-                    op = pending.popleft()
-                    kind = op[0]
-                    if kind == _STOP or kind == _FLUSH:
-                        with self._marker_lock:
-                            self._markers -= 1
-                        if kind == _STOP:
-                            stopping = True
-                        else:
-                            waiters.append(op[1])
-                        break
-                    batch.append(op)
-                if batch:
-                    self._commit(db, batch)
-                for done in waiters:
-                    done.set()
-                if stopping:
-                    break
-                if not waiters and not self._markers and len(pending) < batch_size:
-                    break  # what is left starts the next batch, with its own interval
-            if stopping:
+            self._let_batch_fill()
+            if self._drain(db):
                 break
             if pending:
                 wake.set()
@@ -706,6 +662,67 @@ class SqliteLocation(MemoryLocation):
                 db.close()
             except sqlite3.Error:
                 pass
+
+    def _open(self) -> sqlite3.Connection | None:
+        try:
+            # off the reactor thread, so waiting out another writer of the file is fine
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+            db.execute("PRAGMA journal_mode=WAL").fetchall()
+            db.execute("PRAGMA synchronous=NORMAL")
+            return db
+        except sqlite3.Error as e:
+            log_line(self._log, "error", f"location: cannot open {self.path}: {e}")
+            return None
+
+    def _let_batch_fill(self) -> None:
+        """A batch has begun: let it fill for batch_interval, unless it is full already or a
+        flush/stop is waiting."""
+        pending, full, batch_size = self._pending, self._full, self.batch_size
+        monotonic = time.monotonic
+        deadline = monotonic() + self.batch_interval
+        while not self._markers and len(pending) < batch_size:
+            left = deadline - monotonic()
+            if left <= 0:
+                break
+            full.clear()
+            if self._markers or len(pending) >= batch_size:
+                break
+            full.wait(left)
+
+    def _drain(self, db: sqlite3.Connection | None) -> bool:
+        """Commit what is pending, a batch at a time, waking whoever waits for a flush; True
+        when a stop was reached."""
+        pending = self._pending
+        while pending:
+            batch, waiters, stopping = self._take_batch()
+            if batch:
+                self._commit(db, batch)
+            for done in waiters:
+                done.set()
+            if stopping:
+                return True
+            if not waiters and not self._markers and len(pending) < self.batch_size:
+                break  # what is left starts the next batch, with its own interval
+        return False
+
+    def _take_batch(self) -> tuple[list[tuple], list[threading.Event], bool]:
+        """Up to batch_size changes, ending early at a flush (its event is returned) or a stop
+        (True)."""
+        pending = self._pending
+        batch: list[tuple] = []
+        waiters: list[threading.Event] = []
+        while pending and len(batch) < self.batch_size:
+            op = pending.popleft()
+            kind = op[0]
+            if kind == _STOP or kind == _FLUSH:
+                with self._marker_lock:
+                    self._markers -= 1
+                if kind == _STOP:
+                    return batch, waiters, True
+                waiters.append(op[1])
+                break
+            batch.append(op)
+        return batch, waiters, False
 
     def _sql(self, make, count: int) -> str:
         key = (make, count)
