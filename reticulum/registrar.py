@@ -160,6 +160,23 @@ def _option_tags(request: Request, name: str) -> set[str]:
     return tags
 
 
+def _outbound_ids(params: dict) -> tuple[str | None, int | None]:
+    """RFC 5626 `+sip.instance` (lower case) and `reg-id` (only with an instance)."""
+    instance = None
+    raw_instance = params.get("+sip.instance")
+    if raw_instance:
+        instance = _unquote(raw_instance).lower() or None
+    reg_id = None
+    raw_reg_id = params.get("reg-id")
+    if raw_reg_id is not None:
+        text = _unquote(raw_reg_id)
+        if not text.isdigit() or not text.isascii() or not 0 < int(text) <= _MAX_REG_ID:
+            raise _Reject(400, "Bad reg-id")
+        if instance is not None:  # RFC 5626: reg-id means nothing without an instance
+            reg_id = int(text)
+    return instance, reg_id
+
+
 class Registrar:
     """REGISTER processing for the ``domains`` this server is responsible for."""
 
@@ -368,8 +385,31 @@ class Registrar:
         if uri.scheme not in _CONTACT_SCHEMES:
             raise _Reject(400, "Unsupported Contact URI scheme")
         params = address.params
+        expires = self._expires(params.get("expires"), header_expires)
+        if expires > 0 and self.points_here is not None and self.points_here(uri):
+            # requests for the user would come back here and fork again: a spiral
+            raise _Reject(403, "Contact points to this server")
 
-        raw = params.get("expires")
+        q = 1.0
+        if "q" in params:
+            parsed = _parse_q(params.get("q"))
+            if parsed is None:
+                raise _Reject(400, "Bad q value")
+            q = parsed
+
+        instance, reg_id = _outbound_ids(params)
+        echoed = ""
+        if len(params) > ("expires" in params) + ("q" in params):
+            echoed = ";".join(
+                _format_param(name, value)
+                for name, value in params.items()
+                if name not in _OWN_PARAMS
+            )
+        return _Change(str(uri), uri, expires, q, instance, reg_id, echoed)
+
+    def _expires(self, raw: str | None, header_expires: int | None) -> int:
+        """§10.3 step 6: the Contact's expires, else the Expires header, else the default;
+        423 below the minimum, capped at the maximum."""
         if raw is not None:
             expires = _delta_seconds(raw)
             if expires is None:
@@ -384,40 +424,7 @@ class Registrar:
             raise _Reject(
                 423, "Interval Too Brief", [("Min-Expires", str(self.min_expires))]
             )
-        if expires > self.max_expires:
-            expires = self.max_expires
-        if expires > 0 and self.points_here is not None and self.points_here(uri):
-            # requests for the user would come back here and fork again: a spiral
-            raise _Reject(403, "Contact points to this server")
-
-        q = 1.0
-        if "q" in params:
-            parsed = _parse_q(params.get("q"))
-            if parsed is None:
-                raise _Reject(400, "Bad q value")
-            q = parsed
-
-        instance = None
-        raw_instance = params.get("+sip.instance")
-        if raw_instance:
-            instance = _unquote(raw_instance).lower() or None
-        reg_id = None
-        raw_reg_id = params.get("reg-id")
-        if raw_reg_id is not None:
-            text = _unquote(raw_reg_id)
-            if not text.isdigit() or not text.isascii() or not 0 < int(text) <= _MAX_REG_ID:
-                raise _Reject(400, "Bad reg-id")
-            if instance is not None:  # RFC 5626: reg-id means nothing without an instance
-                reg_id = int(text)
-
-        echoed = ""
-        if len(params) > ("expires" in params) + ("q" in params):
-            echoed = ";".join(
-                _format_param(name, value)
-                for name, value in params.items()
-                if name not in _OWN_PARAMS
-            )
-        return _Change(str(uri), uri, expires, q, instance, reg_id, echoed)
+        return min(expires, self.max_expires)
 
     @staticmethod
     def _check_order(binding: Binding, call_id: str, cseq: int) -> None:
