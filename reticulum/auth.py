@@ -323,24 +323,11 @@ class Authenticator:
         return best
 
     def _verify(self, request, params: dict, source: str, now: float) -> str:
-        username = params.get("username")
-        realm = params["realm"]
-        nonce = params.get("nonce")
-        uri = params.get("uri")
-        given = params.get("response")
-        nc = params.get("nc")
-        cnonce = params.get("cnonce")
-        qop = params.get("qop")
-        if not (username and nonce and uri and given and nc and cnonce):
+        algorithm = self._well_formed(params)
+        if algorithm is None:
             return _BAD
-        if qop is None or qop.lower() != "auth" or not _NC.match(nc):
-            return _BAD
-        try:
-            algorithm = digest.normalize_algorithm(params.get("algorithm"))
-        except ValueError:
-            return _BAD
-        if algorithm not in self.algorithms:
-            return _BAD
+        username, realm, nonce = params["username"], params["realm"], params["nonce"]
+        uri, given, nc, cnonce = params["uri"], params["response"], params["nc"], params["cnonce"]
         raw = self._nonce_raw(nonce)
         if raw is None:
             return _BAD
@@ -363,6 +350,21 @@ class Authenticator:
         if not self._count(nonce, int(nc, 16), issued, now):
             return _STALE  # replayed (or reordered) nonce-count: the client starts afresh
         return _OK
+
+    def _well_formed(self, params: dict) -> str | None:
+        """The credentials' algorithm when they have every field RFC 8760 asks of a client
+        (qop=auth, a hex nonce-count) and name an algorithm we offer; else None."""
+        for name in ("username", "nonce", "uri", "response", "nc", "cnonce"):
+            if not params.get(name):
+                return None
+        qop = params.get("qop")
+        if qop is None or qop.lower() != "auth" or not _NC.match(params["nc"]):
+            return None
+        try:
+            algorithm = digest.normalize_algorithm(params.get("algorithm"))
+        except ValueError:
+            return None
+        return algorithm if algorithm in self.algorithms else None
 
     def _uri_matches(self, text: str, request) -> bool:
         target = request.uri
