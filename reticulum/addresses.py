@@ -196,14 +196,6 @@ class LocalAddresses:
             self._addresses = found
         return self._addresses
 
-    def is_local_domain(self, host: Optional[str]) -> bool:
-        """Is `host` one of the domains served here (case and a trailing dot ignored)?"""
-        if host in self._domains:
-            return True
-        if not host:
-            return False
-        return canonical_host(host) in self._domains
-
     def local_domain(self, uri) -> Optional[str]:
         """The served domain `uri` names, or None. Our own listening addresses (with or
         without the port) are aliases of the first domain, as Kamailio's `myself` is:
@@ -235,6 +227,15 @@ class LocalAddresses:
             if len(self._is_local) < 4096:
                 self._is_local[key] = known
         return known
+
+    def points_at_us(self, uri) -> bool:
+        """Would a request sent to this URI (a Contact, say) arrive at one of our own listening
+        addresses? Without a port, the transport's default port is meant."""
+        port = uri.port
+        if port is None:
+            tls = uri.scheme == "sips" or uri.transport == "tls"
+            port = DEFAULT_PORTS["tls"] if tls else DEFAULT_SIP_PORT
+        return self.is_local_address(uri.host or "", port, uri.transport)
 
     def _find_local_address(self, host: str, port: Optional[int]) -> bool:
         host = canonical_host(host)
@@ -298,15 +299,6 @@ class LocalAddresses:
         return fallback
 
 
-def points_at_us(addresses: LocalAddresses, uri) -> bool:
-    """Would a request sent to this URI (a Contact, say) arrive at one of our own listening
-    addresses? Without a port, the transport's default port is meant."""
-    port = uri.port
-    if port is None:
-        port = 5061 if uri.scheme == "sips" or uri.transport == "tls" else DEFAULT_SIP_PORT
-    return addresses.is_local_address(uri.host or "", port, uri.transport)
-
-
 def response_destination(request, flow: Flow) -> Destination:
     """RFC 3261 §18.2.2 and RFC 3581: where the responses to a request that came on `flow`
     go: back on the flow when it is a connection, has `rport` or came from the Via's own
@@ -329,5 +321,6 @@ def via_destination(via) -> Target:
     transport = via.transport.lower()
     host = via.params.get("received") or via.host
     rport = via.params.get("rport")
-    port = int(rport) if rport else (via.port or (5061 if transport == "tls" else 5060))
+    port = int(rport) if rport else (
+        via.port or (DEFAULT_PORTS["tls"] if transport == "tls" else DEFAULT_SIP_PORT))
     return Target(transport, host, port)

@@ -109,10 +109,10 @@ class Outbox:
                 reply.add(name, value)
         return self.send(reply, dest)
 
-    def _log_out(self, message: Any, flow: Optional[Flow]) -> None:
-        if events.listening and flow is not None:
+    def _log_out(self, message: Any, flow: Flow) -> None:
+        if events.listening:
             events.emit("message", direction="out", message=message, flow=flow)
-        if self.log_messages and flow is not None:
+        if self.log_messages:
             self.log.info("-> {what} {call_id} to {transport} {peer}{full}",
                           what=_describe(message), call_id=message.get("Call-ID"),
                           transport=flow.transport, peer=hostport(*flow.remote),
@@ -139,8 +139,6 @@ class Core:
         self.dialogs = dialogs
         self.resolver = resolver
         self.addresses = addresses
-        self.log_messages = outbox.log_messages
-        self.log_full = outbox.log_full
         self._sweeper: Any = None
 
     def send_message(self, message: Any, dest: Destination) -> bool:
@@ -273,11 +271,12 @@ class Core:
     def _log_in(self, message, flow) -> None:
         if events.listening:
             events.emit("message", direction="in", message=message, flow=flow)
-        if self.log_messages:
+        outbox = self.outbox  # one setting for the message log, in and out
+        if outbox.log_messages:
             self.log.info("<- {what} {call_id} from {transport} {peer}{full}",
                           what=_describe(message), call_id=message.get("Call-ID"),
                           transport=flow.transport, peer=hostport(*flow.remote),
-                          full=_full_text(message) if self.log_full else "")
+                          full=_full_text(message) if outbox.log_full else "")
 
 
 def _describe(message) -> str:

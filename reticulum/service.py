@@ -34,7 +34,7 @@ from twisted.logger import Logger
 
 from reticulum import __version__
 from reticulum.accounts import AccountStore
-from reticulum.addresses import LocalAddresses, hostport, points_at_us
+from reticulum.addresses import LocalAddresses, hostport
 from reticulum.auth import Authenticator, load_or_create_secret
 from reticulum.config import DATABASE_FILE
 from reticulum.core import Core, Outbox
@@ -148,7 +148,7 @@ def build_core(config: Any, clock: Any, transports: Any, location: Any = None,
         nat=config.registrar.nat,
         max_contacts=config.registrar.max_contacts,
         domain_of=addresses.local_domain,
-        points_here=lambda uri: points_at_us(addresses, uri),
+        points_here=addresses.points_at_us,
     )
     auth = None
     if config.auth.enabled:
